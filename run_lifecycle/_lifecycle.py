@@ -130,7 +130,9 @@ class Lifecycle:
             request_config=request_config,
             callback_url=callback_url,
         )
-        self.report(RunCreated(run_id=run.id, agent_id=run.agent_id, at=run.created_at, run=to_json(run)))
+        self.report(
+            RunCreated(run_id=run.id, agent_id=run.agent_id, at=run.created_at, run=to_json(run))
+        )
         return run
 
     def build(
@@ -149,7 +151,9 @@ class Lifecycle:
         run_id = new_run_id() if id is None else check_id(id, InvalidRunInput)
         check_non_empty("agent_id", agent_id, InvalidRunInput)
         if background is not None and not isinstance(background, bool):
-            raise InvalidRunInput("background", f"must be a bool or None, got {type(background).__name__}")
+            raise InvalidRunInput(
+                "background", f"must be a bool or None, got {type(background).__name__}"
+            )
         meta: dict[str, Any] | None = None
         if metadata is not None:
             if not isinstance(metadata, Mapping):

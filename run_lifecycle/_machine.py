@@ -118,7 +118,7 @@ class _Subject:
 
     def stop_reason_fits(self, event: EventData) -> bool:
         requested = event.kwargs.get("stop_reason")
-        dest = event.transition.dest
+        dest = event.transition.dest if event.transition is not None else None
         return isinstance(requested, StopReason) and requested.run_status.value == dest
 
     def approval_pending(self, event: EventData) -> bool:
@@ -201,7 +201,9 @@ def live_decide(
         return Decision("accept", dest=subject.state)
     failed: list[str] = []
     for transition in event.transitions[status]:
-        data = EventData(machine.get_state(status), event, machine, subject, (), {"stop_reason": requested})
+        data = EventData(
+            machine.get_state(status), event, machine, subject, (), {"stop_reason": requested}
+        )
         data.transition = transition
         failed.extend(str(c.func) for c in transition.conditions if not c.check(data))
     if STOP_REASON_GUARD in failed:
@@ -259,15 +261,24 @@ def _coerce_stop_reason(run: Run, trigger: str, value: object) -> StopReason | N
     )
 
 
-def _reject(run: Run, trigger: str, requested: StopReason | None, decision: Decision) -> TransitionError:
+def _reject(
+    run: Run, trigger: str, requested: StopReason | None, decision: Decision
+) -> TransitionError:
     status = run.status.value
     if trigger not in MACHINE.events:
         return IllegalTransition(
-            run.id, status, trigger, f"unknown trigger {trigger!r}; the triggers are: {', '.join(TRIGGERS)}"
+            run.id,
+            status,
+            trigger,
+            f"unknown trigger {trigger!r}; the triggers are: {', '.join(TRIGGERS)}",
         )
     if decision.outcome == "invalid_stop_reason":
         assert requested is not None
-        fitting = [r.value for r in StopReason if decide(status, run.stop_reason, trigger, r).outcome == "accept"]
+        fitting = [
+            r.value
+            for r in StopReason
+            if decide(status, run.stop_reason, trigger, r).outcome == "accept"
+        ]
         return InvalidStopReason(
             run.id,
             status,
@@ -281,7 +292,9 @@ def _reject(run: Run, trigger: str, requested: StopReason | None, decision: Deci
         where += f" (stop reason {run.stop_reason.value})"
     if decision.failed_guards:
         hint = "; ".join(GUARD_DESCRIPTIONS.get(g, g) for g in decision.failed_guards)
-        return IllegalTransition(run.id, status, trigger, f"cannot {trigger} run {run.id}: {where}; {hint}")
+        return IllegalTransition(
+            run.id, status, trigger, f"cannot {trigger} run {run.id}: {where}; {hint}"
+        )
     allowed = [t for t in TRIGGERS if status in MACHINE.events[t].transitions]
     if run.status in TERMINAL_STATUSES:
         hint = "it has already ended and keeps its outcome"
@@ -289,7 +302,9 @@ def _reject(run: Run, trigger: str, requested: StopReason | None, decision: Deci
             hint += f" (only {', '.join(allowed)} may still apply, under its guard)"
     else:
         hint = f"from {status} only {', '.join(allowed)} may apply"
-    return IllegalTransition(run.id, status, trigger, f"cannot {trigger} run {run.id}: {where}; {hint}")
+    return IllegalTransition(
+        run.id, status, trigger, f"cannot {trigger} run {run.id}: {where}; {hint}"
+    )
 
 
 def apply_trigger(
@@ -313,16 +328,22 @@ def apply_trigger(
             run.id, run.status.value, trigger, requested.value, f"{trigger} takes no stop reason"
         )
     if error is not None and (trigger != "fail" or not isinstance(error, str)):
-        raise InvalidRunInput("error", f"only fail takes an error message, a string; {trigger} got {error!r}")
+        raise InvalidRunInput(
+            "error", f"only fail takes an error message, a string; {trigger} got {error!r}"
+        )
     if requested is None and trigger in DEFAULT_STOP_REASON:
         requested = DEFAULT_STOP_REASON[trigger]
     status = run.status
-    if status in TERMINAL_STATUSES and trigger in ENTERED_BY[status] and requested is run.stop_reason:
+    if (
+        status in TERMINAL_STATUSES
+        and trigger in ENTERED_BY[status]
+        and requested is run.stop_reason
+    ):
         return run, None  # a retry of the transition that ended the run
     decision = decide(status.value, run.stop_reason, trigger, requested)
     if decision.outcome != "accept":
         raise _reject(run, trigger, requested, decision)
-    dest = RunStatus(decision.dest)
+    dest = RunStatus(decision.dest or status.value)
     at = now if now >= run.created_at else run.created_at
     changes: dict[str, Any]
     if dest is status:  # an internal transition: first_token
@@ -371,7 +392,9 @@ def apply_trigger(
         trigger=trigger,
         from_status=status.value,
         to_status=dest.value,
-        stop_reason=new.stop_reason.value if dest in TERMINAL_STATUSES and new.stop_reason else None,
+        stop_reason=new.stop_reason.value
+        if dest in TERMINAL_STATUSES and new.stop_reason
+        else None,
         at=at,
         changes=changes,
     )

@@ -207,7 +207,9 @@ def loads(text: str | bytes, *, version: int = 0) -> Run:
 
 
 _WIRE_KEYS = frozenset(
-    field.name for field in Run.__attrs_attrs__ if field.name not in ("version", "created_monotonic_ns")
+    field.name
+    for field in Run.__attrs_attrs__
+    if field.name not in ("version", "created_monotonic_ns")
 )
 
 
