@@ -10,7 +10,14 @@ changes nothing.
 from __future__ import annotations
 
 from ._clock import Clock, ManualClock, SystemClock
-from ._events import AuditRecord, AuditSink, RejectedAttempt, RunCreated, TransitionEvent
+from ._events import (
+    AuditRecord,
+    AuditSink,
+    RejectedAttempt,
+    RunCreated,
+    TransitionEvent,
+    record_from_dict,
+)
 from ._lifecycle import Lifecycle, new_run_id
 from ._machine import TRIGGERS, apply_trigger
 from ._run import MessageType, RequestConfig, Run, RunStatus, StopReason
@@ -63,6 +70,7 @@ __all__ = [
     "from_json",
     "loads",
     "new_run_id",
+    "record_from_dict",
     "to_json",
 ]
 
