@@ -9,10 +9,14 @@ changes nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from ._callbacks_policy import RetryPolicy
 from ._clock import Clock, ManualClock, SystemClock
 from ._events import (
     AuditRecord,
     AuditSink,
+    CallbackAttempt,
     RejectedAttempt,
     RunCreated,
     TransitionEvent,
@@ -24,7 +28,9 @@ from ._run import MessageType, RequestConfig, Run, RunStatus, StopReason
 from .exceptions import (
     AuditError,
     CallbackURLRejected,
+    DiagramError,
     IllegalTransition,
+    InvalidCallbackConfig,
     InvalidRunDocument,
     InvalidRunInput,
     InvalidStopReason,
@@ -39,12 +45,17 @@ from .serialization import dumps, from_json, loads, to_json
 
 __all__ = [
     "TRIGGERS",
+    "AsyncDeliverer",
     "AuditError",
     "AuditRecord",
     "AuditSink",
+    "CallbackAttempt",
     "CallbackURLRejected",
     "Clock",
+    "Deliverer",
+    "DiagramError",
     "IllegalTransition",
+    "InvalidCallbackConfig",
     "InvalidRunDocument",
     "InvalidRunInput",
     "InvalidStopReason",
@@ -54,6 +65,7 @@ __all__ = [
     "RejectedAttempt",
     "ReplayError",
     "RequestConfig",
+    "RetryPolicy",
     "Run",
     "RunAlreadyExists",
     "RunCreated",
@@ -75,3 +87,26 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .callbacks import AsyncDeliverer, Deliverer
+
+#: Names whose modules need an extra; imported on first use so the core imports without it.
+_LAZY = {"AsyncDeliverer": "callbacks", "Deliverer": "callbacks"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    try:
+        value = getattr(import_module(f".{module}", __name__), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"run_lifecycle.{name} needs the {module!r} extra: pip install 'run-lifecycle[{module}]'"
+            f" ({exc})"
+        ) from exc
+    globals()[name] = value
+    return value

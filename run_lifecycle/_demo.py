@@ -1,25 +1,37 @@
-"""The demo's simulated agent runtime: realistic lifecycles, races and late triggers.
+"""The demo's simulated agent runtime, on a real store: workers, a canceller, crashes, callbacks.
 
-Everything is driven by one ``random.Random(seed)`` and a ``ManualClock``, so
-a given seed always produces the same runs, the same ids and the same times.
+``K`` agent workers take runs from a queue and drive them through realistic
+lifecycles (first tokens, every stop reason, failures, approvals). A separate
+canceller thread stands for the web handler serving "cancel" requests: for
+some runs it fires ``cancel`` at the very moment the worker fires ``complete``
+(both released by one barrier), so the store's compare-and-set decides who
+wins, and the loser gets a typed error. A few workers "crash" and leave their
+run running; the reaper fails those at the end, as of the end of their lease.
+
+The plan (which run does what, with which stop reason and delays) comes from
+the seed, run by run, so it does not depend on thread scheduling; who wins a
+race and the measured durations are real and vary from one execution to the
+next.
 """
 
 from __future__ import annotations
 
+import queue
 import random
-import uuid
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import attrs
 
-from ._clock import ManualClock
-from ._lifecycle import Lifecycle
 from ._run import Run, RunStatus, StopReason
+from ._machine import ENTERED_BY
 from .exceptions import TransitionError
 
-__all__ = ["DemoResult", "percentile", "simulate"]
+__all__ = ["DemoResult", "Scenario", "percentile", "plan_run", "run_demo"]
 
 _COMPLETIONS = [StopReason.END_TURN] * 8 + [StopReason.MAX_STEPS, StopReason.TOOL_RULE]
 _FAILURES = [r for r in StopReason if r.run_status is RunStatus.FAILED]
@@ -35,39 +47,98 @@ _ERRORS = {
 }
 
 
+@attrs.frozen
+class Scenario:
+    """What one run will go through, drawn from the seed before any thread starts."""
+
+    kind: str  # complete | approval | approval_denied | fail | fail_early | cancel_early | race | crash
+    agent_id: str
+    background: bool
+    stop_reason: StopReason | None = None
+    ttft_s: float = 0.0
+    work_s: float = 0.0
+    duplicate_first_token: bool = False
+    late_duplicate: bool = False
+
+
+def plan_run(seed: int, index: int, *, time_scale: float = 0.02) -> Scenario:
+    """The scenario of run ``index`` for ``seed`` (the same on every execution)."""
+    rng = random.Random(f"{seed}:{index}")
+    agent = f"agent-{rng.randrange(1, 6)}"
+    background = rng.random() < 0.3
+    ttft = rng.lognormvariate(-1.0, 0.6) * time_scale
+    work = rng.lognormvariate(0.5, 0.8) * time_scale
+    extras = {
+        "duplicate_first_token": rng.random() < 0.1,
+        "late_duplicate": rng.random() < 0.05,
+    }
+    roll = rng.random()
+    if roll < 0.03:
+        return Scenario("cancel_early", agent, background)
+    if roll < 0.05:
+        return Scenario("fail_early", agent, background, StopReason.INSUFFICIENT_CREDITS)
+    if roll < 0.07:
+        return Scenario("crash", agent, background, None, ttft, work)
+    if roll < 0.55:
+        return Scenario("complete", agent, background, rng.choice(_COMPLETIONS), ttft, work, **extras)
+    if roll < 0.63:
+        return Scenario("approval", agent, background, StopReason.REQUIRES_APPROVAL, ttft, work, **extras)
+    if roll < 0.68:
+        return Scenario("approval_denied", agent, background, StopReason.REQUIRES_APPROVAL, ttft, work)
+    if roll < 0.82:
+        return Scenario("fail", agent, background, rng.choice(_FAILURES), ttft, work, **extras)
+    return Scenario("race", agent, background, StopReason.END_TURN, ttft, work, **extras)
+
+
 @attrs.define
 class DemoResult:
-    """What the demo did: final runs, and the counts the summary prints."""
+    """What the demo did: its runs, and the counts the summary prints."""
 
+    run_ids: list[str] = attrs.Factory(list)
     runs: list[Run] = attrs.Factory(list)
     rejected: Counter[str] = attrs.Factory(Counter)
     noops: int = 0
     races: int = 0
     races_won_by_cancel: int = 0
+    races_won_by_complete: int = 0
+    reaped: int = 0
+    callbacks: dict[str, int] | None = None
+    store: str = ""
+    elapsed_s: float = 0.0
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
-    def by_status(self) -> Counter[str]:
-        return Counter(run.status.value for run in self.runs)
-
-    def by_stop_reason(self) -> Counter[str]:
-        return Counter(run.stop_reason.value for run in self.runs if run.stop_reason is not None)
+    def count_rejection(self, exc: TransitionError) -> None:
+        with self._lock:
+            self.rejected[f"{exc.trigger} on {exc.status}"] += 1
 
     def summary(self) -> dict[str, Any]:
-        """The summary as plain data (the CLI prints it as text or JSON)."""
+        """The summary as plain data (the CLI prints it as a table or as JSON)."""
         ttft = sorted(run.ttft_ns for run in self.runs if run.ttft_ns is not None)
-        total = sorted(
-            run.total_duration_ns for run in self.runs if run.total_duration_ns is not None
-        )
-        return {
+        total = sorted(run.total_duration_ns for run in self.runs if run.total_duration_ns is not None)
+        summary: dict[str, Any] = {
+            "store": self.store,
             "runs": len(self.runs),
-            "by_status": dict(sorted(self.by_status().items())),
-            "by_stop_reason": dict(sorted(self.by_stop_reason().items())),
+            "elapsed_s": round(self.elapsed_s, 2),
+            "by_status": dict(sorted(Counter(run.status.value for run in self.runs).items())),
+            "by_stop_reason": dict(
+                sorted(Counter(run.stop_reason.value for run in self.runs if run.stop_reason).items())
+            ),
             "rejected_triggers": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
             "idempotent_noops": self.noops,
-            "races": {"total": self.races, "won_by_cancel": self.races_won_by_cancel},
+            "races": {
+                "total": self.races,
+                "won_by_cancel": self.races_won_by_cancel,
+                "won_by_complete": self.races_won_by_complete,
+                "lost": self.races,
+            },
+            "reaped": self.reaped,
             "ttft_ms": _percentiles_ms(ttft),
             "total_duration_ms": _percentiles_ms(total),
         }
+        if self.callbacks is not None:
+            summary["callbacks"] = dict(self.callbacks)
+        return summary
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -82,92 +153,159 @@ def _percentiles_ms(values: list[int]) -> dict[str, float]:
     return {f"p{q}": round(percentile(values, q) / 1e6, 1) for q in (50, 95, 99)}
 
 
-def simulate(
+class _Canceller(threading.Thread):
+    """The web handler serving cancel requests, racing the workers on the same runs."""
+
+    def __init__(self, store: Any, result: DemoResult) -> None:
+        super().__init__(name="demo-canceller", daemon=True)
+        self.store = store
+        self.result = result
+        self.requests: queue.Queue[tuple[str, threading.Barrier] | None] = queue.Queue()
+        self.won: set[str] = set()
+
+    def run(self) -> None:
+        while (request := self.requests.get()) is not None:
+            run_id, barrier = request
+            barrier.wait()
+            try:
+                self.store.apply(run_id, "cancel")
+                self.won.add(run_id)
+            except TransitionError as exc:
+                self.result.count_rejection(exc)
+
+
+def run_demo(
+    store: Any,
+    *,
     runs: int,
     seed: int,
-    *,
-    lifecycle: Lifecycle | None = None,
+    workers: int = 4,
+    callback_url: str | None = None,
+    time_scale: float = 0.02,
     progress: Callable[[int], None] | None = None,
 ) -> DemoResult:
-    """Drive ``runs`` runs through realistic lifecycles; deterministic for a given ``seed``."""
-    rng = random.Random(seed)
-    clock = ManualClock()
-    lc = lifecycle if lifecycle is not None else Lifecycle(clock=clock)
-    if lifecycle is not None and isinstance(lifecycle.clock, ManualClock):
-        clock = lifecycle.clock
-    result = DemoResult()
-
-    def attempt(run: Run, trigger: str, **kwargs: Any) -> Run:
-        try:
-            new, event = lc.apply(run, trigger, **kwargs)
-        except TransitionError as exc:
-            result.rejected[f"{exc.trigger} on {exc.status}"] += 1
-            return run
-        if event is None:
-            result.noops += 1
-        return new
-
+    """Drive ``runs`` runs through ``store`` with ``workers`` agent workers and a canceller."""
+    result = DemoResult(store=getattr(store, "url", type(store).__name__))
+    plans = [plan_run(seed, index, time_scale=time_scale) for index in range(runs)]
+    work: queue.Queue[int | None] = queue.Queue()
     for index in range(runs):
-        run_id = f"run-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
-        run = lc.create(
-            id=run_id,
-            agent_id=f"agent-{rng.randrange(1, 6)}",
-            background=rng.random() < 0.3,
-            metadata={"demo": True, "index": index},
-        )
-        clock.advance(rng.uniform(0.001, 0.05))
-        scenario = rng.random()
-        if scenario < 0.03:  # the user gives up before the agent picks the run up
-            run = attempt(run, "cancel")
-            run = attempt(run, "start")  # a worker picks it up late: rejected
-        elif scenario < 0.05:  # the agent cannot even start (no credits)
-            reason = rng.choice(_FAILURES)
-            run = attempt(run, "fail", stop_reason=reason, error=_ERRORS[reason])
-        else:
-            run = attempt(run, "start")
-            clock.advance(rng.lognormvariate(-1.0, 0.6))  # time to first token, ~0.4 s
-            run = attempt(run, "first_token")
-            if rng.random() < 0.1:
-                run = attempt(run, "first_token")  # a duplicate from a streaming retry
-            clock.advance(rng.lognormvariate(0.5, 0.8))  # the rest of the turn, ~2 s
-            run = _finish(rng, run, attempt, result)
-        if rng.random() < 0.05:  # a late duplicate of whatever ended the run
-            run = _repeat_last(run, attempt)
-        result.runs.append(run)
-        if progress is not None:
-            progress(index + 1)
+        work.put(index)
+    canceller = _Canceller(store, result)
+    canceller.start()
+    started = time.perf_counter()
+    ids: list[str | None] = [None] * runs
+    crashed: list[str] = []
+    lock = threading.Lock()
+
+    def attempt(run_id: str, trigger: str, **kwargs: Any) -> Run | None:
+        try:
+            run: Run = store.apply(run_id, trigger, **kwargs)
+        except TransitionError as exc:
+            result.count_rejection(exc)
+            return None
+        return run
+
+    def worker() -> None:
+        while (index := work.get()) is not None:
+            plan = plans[index]
+            run = store.create_run(
+                agent_id=plan.agent_id,
+                background=plan.background,
+                metadata={"demo": True, "index": index, "scenario": plan.kind},
+                callback_url=callback_url,
+            )
+            ids[index] = run.id
+            _drive(store, run.id, plan, attempt, canceller, result, lock, crashed)
+            if progress is not None:
+                progress(1)
+
+    threads = [threading.Thread(target=worker, name=f"demo-worker-{n}", daemon=True) for n in range(max(1, workers))]
+    for thread in threads:
+        work.put(None)
+        thread.start()
+    for thread in threads:
+        thread.join()
+    canceller.requests.put(None)
+    canceller.join()
+    result.races_won_by_cancel = len(canceller.won)
+    result.races_won_by_complete = result.races - result.races_won_by_cancel
+
+    # The crashed workers never come back: the reaper fails their runs once the lease is over.
+    lease: timedelta = getattr(store, "lease", timedelta(minutes=5))
+    reaped = store.reap(now=store.lifecycle.clock.now() + lease + timedelta(seconds=1))
+    result.reaped = len(reaped)
+    result.run_ids = [run_id for run_id in ids if run_id is not None]
+    result.elapsed_s = time.perf_counter() - started
     return result
 
 
-def _finish(rng: random.Random, run: Run, attempt: Callable[..., Run], result: DemoResult) -> Run:
-    roll = rng.random()
-    if roll < 0.60:
-        return attempt(run, "complete", stop_reason=rng.choice(_COMPLETIONS))
-    if roll < 0.72:  # stops to ask for approval; sometimes the user denies it
-        run = attempt(run, "complete", stop_reason=StopReason.REQUIRES_APPROVAL)
-        if rng.random() < 0.4:
-            run = attempt(run, "cancel")
-        return run
-    if roll < 0.85:
-        reason = rng.choice(_FAILURES)
-        return attempt(run, "fail", stop_reason=reason, error=_ERRORS[reason])
-    # A cancel request from the user races the agent's completion: whichever comes
-    # first wins, the other is rejected and learns what happened.
-    result.races += 1
-    if rng.random() < 0.5:
-        run = attempt(run, "cancel")
-        run = attempt(run, "complete")
-        result.races_won_by_cancel += int(run.status is RunStatus.CANCELLED)
-        return run
-    run = attempt(run, "complete")
-    return attempt(run, "cancel")
+def _drive(
+    store: Any,
+    run_id: str,
+    plan: Scenario,
+    attempt: Callable[..., Run | None],
+    canceller: _Canceller,
+    result: DemoResult,
+    lock: threading.Lock,
+    crashed: list[str],
+) -> None:
+    if plan.kind == "cancel_early":  # the user gives up before a worker picks the run up
+        attempt(run_id, "cancel")
+        attempt(run_id, "start")  # the worker arrives late: rejected, and learns it was cancelled
+        return
+    if plan.kind == "fail_early":
+        attempt(run_id, "fail", stop_reason=plan.stop_reason, error=_ERRORS[StopReason.INSUFFICIENT_CREDITS])
+        return
+    attempt(run_id, "start")
+    time.sleep(plan.ttft_s)
+    first = attempt(run_id, "first_token")
+    if plan.duplicate_first_token:
+        _repeat(store, run_id, "first_token", {}, first, result, lock)  # a streaming retry
+    if plan.kind == "crash":
+        with lock:
+            crashed.append(run_id)  # the worker dies here; the run stays running until reaped
+        return
+    time.sleep(plan.work_s)
+    if plan.kind == "race":
+        with lock:
+            result.races += 1
+        barrier = threading.Barrier(2)
+        canceller.requests.put((run_id, barrier))
+        barrier.wait()
+        final = attempt(run_id, "complete", stop_reason=plan.stop_reason)
+    elif plan.kind in ("complete", "approval"):
+        final = attempt(run_id, "complete", stop_reason=plan.stop_reason)
+    elif plan.kind == "approval_denied":
+        attempt(run_id, "complete", stop_reason=plan.stop_reason)
+        time.sleep(plan.work_s / 4)
+        final = attempt(run_id, "cancel")  # the user denies the approval
+        _repeat(store, run_id, "cancel", {}, final, result, lock)  # and clicks again
+    else:
+        assert plan.stop_reason is not None
+        final = attempt(run_id, "fail", stop_reason=plan.stop_reason, error=_ERRORS[plan.stop_reason])
+    if plan.late_duplicate and final is not None and final.stop_reason is not None:
+        # A late duplicate of whatever ended the run (a retried request): an idempotent no-op.
+        trigger = next(iter(ENTERED_BY[final.status]))
+        _repeat(store, run_id, trigger, {"stop_reason": final.stop_reason}, final, result, lock)
 
 
-def _repeat_last(run: Run, attempt: Callable[..., Run]) -> Run:
-    if run.status is RunStatus.COMPLETED:
-        return attempt(run, "complete", stop_reason=run.stop_reason)
-    if run.status is RunStatus.FAILED:
-        return attempt(run, "fail", stop_reason=run.stop_reason)
-    if run.status is RunStatus.CANCELLED:
-        return attempt(run, "cancel")
-    return run
+def _repeat(
+    store: Any,
+    run_id: str,
+    trigger: str,
+    kwargs: dict[str, Any],
+    previous: Run | None,
+    result: DemoResult,
+    lock: threading.Lock,
+) -> None:
+    """Send a trigger again; count it as a no-op when the stored run did not move."""
+    if previous is None:
+        return
+    try:
+        again: Run = store.apply(run_id, trigger, **kwargs)
+    except TransitionError as exc:
+        result.count_rejection(exc)
+        return
+    if again.version == previous.version:
+        with lock:
+            result.noops += 1

@@ -19,6 +19,7 @@ from .serialization import format_datetime, parse_datetime
 __all__ = [
     "AuditRecord",
     "AuditSink",
+    "CallbackAttempt",
     "RejectedAttempt",
     "RunCreated",
     "TransitionEvent",
@@ -119,7 +120,39 @@ class RejectedAttempt:
         }
 
 
-AuditRecord = RunCreated | TransitionEvent | RejectedAttempt
+@attrs.frozen
+class CallbackAttempt:
+    """One attempt to deliver a run's completion callback, as recorded on the run.
+
+    It changes only the run's ``callback_sent_at``, ``callback_status_code`` and
+    ``callback_error`` (never a lifecycle field, never ``version``); replay applies
+    it so the rebuilt run carries the same callback outcome as the stored one.
+    """
+
+    run_id: str
+    agent_id: str
+    webhook_id: str
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+
+    kind: Literal["callback"] = attrs.field(default="callback", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "agent_id": self.agent_id,
+            "webhook_id": self.webhook_id,
+            "attempt": self.attempt,
+            "at": format_datetime(self.at),
+            "status_code": self.status_code,
+            "error": self.error,
+        }
+
+
+AuditRecord = RunCreated | TransitionEvent | RejectedAttempt | CallbackAttempt
 """Anything the lifecycle reports to an audit sink."""
 
 
@@ -161,5 +194,15 @@ def record_from_dict(data: dict[str, Any]) -> AuditRecord:
             error=data["error"],
             reason=data["reason"],
             at=at,
+        )
+    if kind == "callback":
+        return CallbackAttempt(
+            run_id=data["run_id"],
+            agent_id=data["agent_id"],
+            webhook_id=data["webhook_id"],
+            attempt=data["attempt"],
+            at=at,
+            status_code=data["status_code"],
+            error=data["error"],
         )
     raise ValueError(f"unknown record kind {kind!r}")

@@ -17,6 +17,8 @@ from ._run import Run, RunStatus
 from .exceptions import CallbackURLRejected, InvalidRunInput
 
 __all__ = [
+    "address_problem",
+    "callback_url_problem",
     "check_callback_url",
     "check_consistency",
     "check_id",
@@ -95,6 +97,40 @@ def check_callback_url(value: object, error: type[InvalidRunInput]) -> str:
             raise CallbackURLRejected(value, reason)
         raise error("callback_url", reason)
     return value
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why ``url`` will never be called, or None when it may be (the check creation makes).
+
+    The deliverer asks again at send time: a run read from an older store or
+    written by another program must not slip past the rules.
+    """
+    return _callback_url_problem(url)
+
+
+def address_problem(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, block_private_networks: bool
+) -> str | None:
+    """Why a callback must not connect to ``address``, or None when it may.
+
+    Cloud metadata and link-local addresses are always refused: a callback URL
+    is user input, and those addresses hand out credentials. With
+    ``block_private_networks`` everything that is not globally routable is
+    refused too (loopback, private, link-local, shared, reserved, unspecified,
+    multicast), for deployments that take callback URLs from untrusted users.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if is_metadata_address(str(address)):
+        return f"{address} is a cloud metadata or link-local address and is never called"
+    if not block_private_networks:
+        return None
+    for kind in ("loopback", "private", "reserved", "unspecified", "multicast"):
+        if getattr(address, f"is_{kind}"):
+            return f"{address} is a {kind} address (private networks are blocked)"
+    if not address.is_global:
+        return f"{address} is not a globally routable address (private networks are blocked)"
+    return None
 
 
 def _callback_url_problem(url: str) -> str | None:

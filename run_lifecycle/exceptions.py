@@ -13,8 +13,10 @@ subclass to handle one situation. The tree::
     ├── RunNotFound                a store holds no run with that id (run_id)
     ├── RunAlreadyExists           a store already holds a run with that id (run_id)
     ├── StoreError                 a store cannot be opened or used (bad URL, missing driver)
+    ├── InvalidCallbackConfig      a deliverer option is not acceptable (option, reason)
     ├── AuditError                 the audit log cannot be read, replayed or written
     │   └── ReplayError            events that cannot rebuild a run (line, reason)
+    ├── DiagramError               a diagram cannot be drawn (no Graphviz ``dot``, dot failed)
 
 Transition errors always carry the run id, the status the run was in and the
 trigger that was refused, so a caller (a web handler answering "cancel") can
@@ -26,7 +28,9 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "CallbackURLRejected",
+    "DiagramError",
     "IllegalTransition",
+    "InvalidCallbackConfig",
     "InvalidRunDocument",
     "InvalidRunInput",
     "InvalidStopReason",
@@ -135,3 +139,23 @@ class CallbackURLRejected(InvalidRunInput):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__("callback_url", reason)
+
+
+class InvalidCallbackConfig(RunLifecycleError, ValueError):
+    """A callback deliverer option (retry policy, timeout, secret, batch size) is not acceptable.
+
+    ``option`` names it and ``reason`` says what to change; nothing was started.
+    """
+
+    def __init__(self, option: str, reason: str) -> None:
+        self.option = option
+        self.reason = reason
+        super().__init__(f"{option}: {reason}")
+
+
+class DiagramError(RunLifecycleError):
+    """A diagram cannot be drawn: Graphviz's ``dot`` is missing or failed.
+
+    The message says how to get Graphviz, or what ``dot`` complained about;
+    mermaid and DOT text never need it.
+    """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,10 +19,18 @@ from run_lifecycle import (
     StopReason,
 )
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 metadata = st.none() | st.dictionaries(st.text(max_size=10), json_values, max_size=4)
@@ -83,10 +92,8 @@ def reachable_runs(draw: st.DrawFn, *, fresh_process: bool | None = None) -> Run
         elif kind == "step_wall":
             clock.step_wall(value)
         else:
-            try:
+            with contextlib.suppress(RunLifecycleError):
                 run = lc.apply(run, value, stop_reason=reason)[0]
-            except RunLifecycleError:
-                pass
     return run
 
 

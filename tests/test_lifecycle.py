@@ -67,7 +67,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             after, event = self.lc.apply(before, trigger, stop_reason=stop_reason, error=error)
         except TransitionError as exc:
             assert self.run == before and self.run.version == before.version
-            assert (exc.run_id, exc.status, exc.trigger) == (before.id, before.status.value, trigger)
+            assert (exc.run_id, exc.status, exc.trigger) == (
+                before.id,
+                before.status.value,
+                trigger,
+            )
             assert isinstance(self.sink.records[-1], RejectedAttempt)
             return
         if event is None:
@@ -75,7 +79,15 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         assert event.from_status == before.status.value
         assert event.to_status == after.status.value
-        assert decide(before.status.value, before.stop_reason, trigger, after.stop_reason if trigger in {"complete", "fail", "cancel"} else None).outcome == "accept"
+        assert (
+            decide(
+                before.status.value,
+                before.stop_reason,
+                trigger,
+                after.stop_reason if trigger in {"complete", "fail", "cancel"} else None,
+            ).outcome
+            == "accept"
+        )
         self.run = after
         self.history.append(after.status)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -26,11 +27,8 @@ def test_rejections_are_logged_as_warnings() -> None:
     """A refused trigger is logged at warning level with its reason."""
     lc = Lifecycle(clock=ManualClock())
     run = lc.create(agent_id="a")
-    with capture_logs() as logs:
-        try:
-            lc.complete(run)
-        except Exception:
-            pass
+    with capture_logs() as logs, contextlib.suppress(Exception):
+        lc.complete(run)
     assert logs[-1]["event"] == "run.transition_rejected"
     assert logs[-1]["log_level"] == "warning"
 
@@ -59,7 +57,9 @@ def test_an_unconfigured_application_sees_no_output() -> None:
         "r = lc.complete(lc.first_token(lc.start(lc.create(agent_id='a'))))\n"
         "try:\n    lc.cancel(r)\nexcept Exception:\n    pass\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     assert (result.stdout, result.stderr) == ("", "")
     assert structlog is not None

@@ -52,7 +52,7 @@ def test_machine_has_no_auto_transitions_and_no_models() -> None:
 def test_triggers_are_the_five_of_the_contract() -> None:
     """The machine's triggers are exactly start, first_token, complete, fail, cancel."""
     assert set(TRIGGERS) == {"start", "first_token", "complete", "fail", "cancel"}
-    assert STOP_REASON_TRIGGERS == {"complete", "fail", "cancel"}
+    assert {"complete", "fail", "cancel"} == STOP_REASON_TRIGGERS
 
 
 def test_memoised_decisions_agree_with_a_fresh_machine_everywhere() -> None:

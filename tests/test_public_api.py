@@ -26,7 +26,16 @@ def test_every_exported_name_resolves() -> None:
 def test_every_public_name_of_the_private_modules_is_exported() -> None:
     """What a private module lists in its __all__ as public API is re-exported by the package."""
     internal_only = {
-        "run_lifecycle._machine": {"DEFAULT_STOP_REASON", "DEFINITION", "GUARD_DESCRIPTIONS", "MACHINE", "Decision", "build_machine", "decide", "live_decide"},
+        "run_lifecycle._machine": {
+            "DEFAULT_STOP_REASON",
+            "DEFINITION",
+            "GUARD_DESCRIPTIONS",
+            "MACHINE",
+            "Decision",
+            "build_machine",
+            "decide",
+            "live_decide",
+        },
         "run_lifecycle._validate": None,  # helpers, not API
         "run_lifecycle._demo": None,
         "run_lifecycle._run": {"TERMINAL_STATUSES"},
@@ -64,6 +73,8 @@ def test_core_imports_without_any_extra() -> None:
         "lc = Lifecycle(); lc.complete(lc.start(lc.create(agent_id='a')))\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
