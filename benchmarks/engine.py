@@ -42,7 +42,7 @@ from run_lifecycle import (
 )
 from run_lifecycle._machine import DEFINITION
 
-from ._harness import Figure, paired, ratio_figure
+from ._harness import Report, paired, ratio_figure
 
 __all__ = ["IMPLEMENTATIONS", "OneLifecycle", "run"]
 
@@ -277,11 +277,9 @@ class _RunMachine(StateMachine):
     cancelled = State(final=True)
 
     start = created.to(running)
-    first_token = running.to.itself(internal=True)
+    first_token = running.to.itself(internal=True)  # type: ignore[no-untyped-call]
     complete = running.to(completed, cond="stop_reason_fits")
-    fail = created.to(failed, cond="stop_reason_fits") | running.to(
-        failed, cond="stop_reason_fits"
-    )
+    fail = created.to(failed, cond="stop_reason_fits") | running.to(failed, cond="stop_reason_fits")
     cancel = (
         created.to(cancelled, cond="stop_reason_fits")
         | running.to(cancelled, cond="stop_reason_fits")
@@ -348,14 +346,14 @@ def _batch(one: OneLifecycle) -> Callable[[int], object]:
     return batch
 
 
-def run(*, quick: bool, tiny: bool = False) -> list[Figure]:
+def run(*, quick: bool, tiny: bool = False) -> Report:
     """Pair ``Lifecycle`` with each baseline; ``tiny`` shrinks every size to a few (the smoke test)."""
     clock = SystemClock()
     sink = Discard()
     subject = _batch(lifecycle_factory(clock, sink))
     rounds = 7 if quick else 15
     base_ops = 1_000 if quick else 4_000
-    figures: list[Figure] = []
+    report = Report()
     for name, title, target in _COMPARISONS:
         baseline = _batch(IMPLEMENTATIONS[name](clock, sink))
         # The per-run machines are 10-100x slower: fewer operations keep their batches short.
@@ -363,7 +361,7 @@ def run(*, quick: bool, tiny: bool = False) -> list[Figure]:
         if tiny:
             ops, rounds = 3, 2
         pair = paired(subject, baseline, ops=ops, rounds=rounds)
-        figures.append(
+        report.add(
             ratio_figure(
                 "engine",
                 title,
@@ -373,4 +371,4 @@ def run(*, quick: bool, tiny: bool = False) -> list[Figure]:
                 baseline=name,
             )
         )
-    return figures
+    return report

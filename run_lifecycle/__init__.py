@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._audit_check import VerifyReport
+from ._audit_log import AuditLog
 from ._callbacks_policy import RetryPolicy
 from ._clock import Clock, ManualClock, SystemClock
 from ._events import (
@@ -38,15 +40,19 @@ from .exceptions import (
     RunAlreadyExists,
     RunLifecycleError,
     RunNotFound,
+    StoreConflict,
     StoreError,
     TransitionError,
 )
 from .serialization import dumps, from_json, loads, to_json
+from .stores import AsyncRunStore, PendingDelivery, RunStore, open_async_store, open_store
 
 __all__ = [
     "TRIGGERS",
     "AsyncDeliverer",
+    "AsyncRunStore",
     "AuditError",
+    "AuditLog",
     "AuditRecord",
     "AuditSink",
     "CallbackAttempt",
@@ -62,6 +68,7 @@ __all__ = [
     "Lifecycle",
     "ManualClock",
     "MessageType",
+    "PendingDelivery",
     "RejectedAttempt",
     "ReplayError",
     "RequestConfig",
@@ -72,16 +79,21 @@ __all__ = [
     "RunLifecycleError",
     "RunNotFound",
     "RunStatus",
+    "RunStore",
     "StopReason",
+    "StoreConflict",
     "StoreError",
     "SystemClock",
     "TransitionError",
     "TransitionEvent",
+    "VerifyReport",
     "apply_trigger",
     "dumps",
     "from_json",
     "loads",
     "new_run_id",
+    "open_async_store",
+    "open_store",
     "record_from_dict",
     "to_json",
 ]

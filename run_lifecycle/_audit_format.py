@@ -21,45 +21,91 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from ._events import AuditRecord, record_from_dict
 from .serialization import parse_datetime
 
+FaultKind = Literal["truncated", "not_json", "malformed", "changed", "chain", "sequence", "illegal"]
+"""The classes of fault ``verify`` reports (``VerifyReport.kind``)."""
+
 #: ``prev`` of the first line: there is no previous line.
 GENESIS = "0" * 64
 
-#: The keys of each record kind, as ``to_dict`` writes them (the log adds n, prev, hash).
-RECORD_KEYS: dict[str, frozenset[str]] = {
-    "created": frozenset({"kind", "run_id", "agent_id", "seq", "at", "run"}),
-    "transition": frozenset(
-        {
-            "kind",
-            "run_id",
-            "agent_id",
-            "seq",
-            "trigger",
-            "from_status",
-            "to_status",
-            "stop_reason",
-            "at",
-            "changes",
-        }
-    ),
-    "rejected": frozenset(
-        {
-            "kind",
-            "run_id",
-            "agent_id",
-            "trigger",
-            "status",
-            "version",
-            "stop_reason",
-            "error",
-            "reason",
-            "at",
-        }
-    ),
+
+def _string(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _string_or_null(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _object(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+def _zero(value: object) -> bool:
+    return type(value) is int and value == 0
+
+
+def _from_one(value: object) -> bool:
+    return is_count(value, 1)
+
+
+def _from_zero(value: object) -> bool:
+    return is_count(value, 0)
+
+
+def _status_code(value: object) -> bool:
+    return value is None or is_count(value, 0)
+
+
+_Check = tuple[Callable[[object], bool], str]
+_TEXT: _Check = (_string, "a string")
+_TEXT_OR_NULL: _Check = (_string_or_null, "a string or null")
+
+#: Each record kind's fields as ``to_dict`` writes them (beside ``kind``), with their JSON types.
+RECORD_FIELDS: dict[str, dict[str, _Check]] = {
+    "created": {
+        "run_id": _TEXT,
+        "agent_id": _TEXT,
+        "seq": (_zero, "0"),
+        "at": _TEXT,
+        "run": (_object, "an object"),
+    },
+    "transition": {
+        "run_id": _TEXT,
+        "agent_id": _TEXT,
+        "seq": (_from_one, "an integer from 1"),
+        "trigger": _TEXT,
+        "from_status": _TEXT,
+        "to_status": _TEXT,
+        "stop_reason": _TEXT_OR_NULL,
+        "at": _TEXT,
+        "changes": (_object, "an object"),
+    },
+    "rejected": {
+        "run_id": _TEXT,
+        "agent_id": _TEXT,
+        "trigger": _TEXT,
+        "status": _TEXT,
+        "version": (_from_zero, "an integer from 0"),
+        "stop_reason": _TEXT_OR_NULL,
+        "error": _TEXT,
+        "reason": _TEXT,
+        "at": _TEXT,
+    },
+    "callback": {
+        "run_id": _TEXT,
+        "agent_id": _TEXT,
+        "webhook_id": _TEXT,
+        "attempt": (_from_one, "an integer from 1"),
+        "at": _TEXT,
+        "status_code": (_status_code, "an integer or null"),
+        "error": _TEXT_OR_NULL,
+    },
 }
 
 _CANONICAL = json.JSONEncoder(
@@ -95,7 +141,7 @@ def is_count(value: object, minimum: int) -> bool:
 class LineFault(Exception):
     """Why one line is not what the writer wrote; ``kind`` names the class of fault."""
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: FaultKind, reason: str) -> None:
         self.kind = kind
         self.reason = reason
         super().__init__(reason)
@@ -123,14 +169,17 @@ def open_line(raw: bytes) -> tuple[dict[str, Any], int, str, str]:
         raise LineFault("malformed", "its hash member is missing or not 64 lowercase hex digits")
     if not is_count(n, 1) or not is_hash(prev):
         raise LineFault("malformed", "its n (an integer from 1) or prev (a hash) is missing")
-    assert isinstance(n, int) and isinstance(prev, str) and isinstance(stored, str)
+    assert isinstance(n, int)
+    assert isinstance(prev, str)
+    assert isinstance(stored, str)
     try:
         body = _CANONICAL.encode(data)
     except ValueError as exc:  # NaN or infinity: never written by the log
         raise LineFault("changed", f"holds a value canonical JSON cannot carry ({exc})") from None
     if hashlib.sha256(body.encode("ascii")).hexdigest() != stored:
         raise LineFault(
-            "changed", "the line was changed after it was written: its content does not match its hash"
+            "changed",
+            "the line was changed after it was written: its content does not match its hash",
         )
     if raw != f'{body[:-1]},"hash":"{stored}"}}'.encode("ascii"):
         raise LineFault(
@@ -144,33 +193,20 @@ def open_line(raw: bytes) -> tuple[dict[str, Any], int, str, str]:
 def parse_record(content: dict[str, Any]) -> AuditRecord:
     """The record a line holds, checked strictly; ``ValueError`` says what is wrong."""
     kind = content.get("kind")
-    expected = RECORD_KEYS.get(kind) if isinstance(kind, str) else None
-    if expected is None:
-        raise ValueError(f"unknown record kind {kind!r}; expected created, transition or rejected")
-    keys = set(content)
-    if keys != expected:
-        missing, extra = sorted(expected - keys), sorted(keys - expected)
+    fields = RECORD_FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        known = ", ".join(RECORD_FIELDS)
+        raise ValueError(f"unknown record kind {kind!r}; the kinds are {known}")
+    keys = set(content) - {"kind"}
+    if keys != fields.keys():
+        missing, extra = sorted(fields.keys() - keys), sorted(keys - fields.keys())
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unexpected {', '.join(extra)}"] if extra else []
         )
         raise ValueError(f"a {kind} record with {'; '.join(parts)}")
-    for key in ("run_id", "agent_id", "trigger", "from_status", "to_status", "status"):
-        if key in content and not isinstance(content[key], str):
-            raise ValueError(f"{key} must be a string")
-    for key in ("error", "reason"):
-        if key in content and not isinstance(content[key], str):
-            raise ValueError(f"{key} must be a string")
-    if "stop_reason" in content and not isinstance(content["stop_reason"], str | None):
-        raise ValueError("stop_reason must be a string or null")
-    if kind == "created" and (content["seq"] != 0 or type(content["seq"]) is not int):
-        raise ValueError("a created record has seq 0")
-    if kind == "transition" and not is_count(content["seq"], 1):
-        raise ValueError("a transition's seq is an integer from 1")
-    if kind == "rejected" and not is_count(content["version"], 0):
-        raise ValueError("a rejected attempt's version is an integer from 0")
-    for key in ("run", "changes"):
-        if key in content and not isinstance(content[key], dict):
-            raise ValueError(f"{key} must be an object")
+    for key, (check, expected) in fields.items():
+        if not check(content[key]):
+            raise ValueError(f"{key} must be {expected}, not {content[key]!r}")
     try:
         parse_datetime(content["at"])
     except (TypeError, ValueError) as exc:

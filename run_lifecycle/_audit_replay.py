@@ -11,7 +11,9 @@ decides whether the trigger was legal from the rebuilt state and what it
 changes; the event must agree (same from/to status, same stop reason, the same
 changed fields), and then the values it recorded are taken, because times and
 durations cannot be recomputed after the fact. Rejected attempts change
-nothing.
+nothing. Callback attempts are not transitions (no ``seq``, no ``version``):
+the rebuilt run carries the outcome of the latest one (highest ``attempt``,
+then latest line), as the store records the last attempt's outcome.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ._events import AuditRecord, RejectedAttempt, RunCreated, TransitionEvent
+from ._events import AuditRecord, CallbackAttempt, RejectedAttempt, RunCreated, TransitionEvent
 from ._machine import apply_trigger
 from ._run import Run, RunStatus
 from ._validate import check_consistency, check_metadata, json_safe_copy
@@ -35,6 +37,7 @@ class _RunState:
     run: Run | None = None
     lines: dict[int, int] = attrs.Factory(dict)  # seq -> the line that held it
     pending: dict[int, tuple[int, TransitionEvent]] = attrs.Factory(dict)
+    callback: tuple[int, CallbackAttempt] | None = None  # the latest attempt and its line
     broken: bool = False
 
 
@@ -50,11 +53,25 @@ class Rebuilder:
         self._states: dict[str, _RunState] = {}
         self.events = 0
         self.rejected = 0
+        self.callbacks = 0
 
     @property
     def runs(self) -> dict[str, Run]:
         """The rebuilt runs, in the order of their created records."""
-        return {rid: s.run for rid, s in self._states.items() if s.run is not None}
+        runs: dict[str, Run] = {}
+        created = [(s.lines[0], rid, s.run) for rid, s in self._states.items() if s.run is not None]
+        for _, run_id, run in sorted(created, key=lambda item: item[0]):
+            state = self._states[run_id]
+            if state.callback is not None:
+                attempt = state.callback[1]
+                run = attrs.evolve(
+                    run,
+                    callback_sent_at=attempt.at,
+                    callback_status_code=attempt.status_code,
+                    callback_error=attempt.error,
+                )
+            runs[run_id] = run
+        return runs
 
     def add(self, record: AuditRecord, line: int) -> None:
         """Take one record found at ``line`` (1-based)."""
@@ -65,6 +82,11 @@ class Rebuilder:
         if state is None:
             state = self._states[record.run_id] = _RunState()
         if state.broken:
+            return
+        if isinstance(record, CallbackAttempt):
+            self.callbacks += 1
+            if state.callback is None or record.attempt >= state.callback[1].attempt:
+                state.callback = (line, record)
             return
         try:
             if isinstance(record, RunCreated):
@@ -80,7 +102,13 @@ class Rebuilder:
         """One error per run whose events still wait for a predecessor (a gap, or no creation)."""
         faults: list[ReplayError] = []
         for run_id, state in self._states.items():
-            if state.broken or not state.pending:
+            if state.broken:
+                continue
+            if state.callback is not None and not state.pending:
+                problem = _callback_problem(state.run, state.callback[1])
+                if problem is not None:
+                    faults.append(ReplayError(problem, line=state.callback[0], run_id=run_id))
+            if not state.pending:
                 continue
             line, event = min(state.pending.values(), key=lambda item: item[0])
             if state.run is None:
@@ -146,6 +174,23 @@ class Rebuilder:
             self.events += 1
 
 
+def _callback_problem(run: Run | None, attempt: CallbackAttempt) -> str | None:
+    """Why a callback attempt cannot belong to the run as rebuilt (None when it can)."""
+    where = f"run {attempt.run_id}: callback attempt {attempt.attempt}"
+    if run is None:
+        return f"{where} for a run that has no created record"
+    if run.callback_url is None:
+        return f"{where} for a run without a callback_url"
+    if not run.is_terminal:
+        return f"{where} while the run is still {run.status.value}"
+    if attempt.agent_id != run.agent_id:
+        return f"{where} names agent {attempt.agent_id!r}, not the run's {run.agent_id!r}"
+    code = attempt.status_code
+    if code is not None and not 100 <= code <= 599:
+        return f"{where}: {code} is not an HTTP status code"
+    return None
+
+
 def _fault(event: TransitionEvent, line: int, reason: str) -> ReplayError:
     return ReplayError(
         f"run {event.run_id} seq {event.seq} ({event.trigger}): {reason}",
@@ -159,7 +204,9 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
     if event.agent_id != run.agent_id:
         raise _fault(event, line, f"agent {event.agent_id!r} is not the run's {run.agent_id!r}")
     if event.from_status != run.status.value:
-        raise _fault(event, line, f"it leaves {event.from_status} but the run is {run.status.value}")
+        raise _fault(
+            event, line, f"it leaves {event.from_status} but the run is {run.status.value}"
+        )
     try:
         new, computed = apply_trigger(
             run, event.trigger, now=event.at, monotonic_ns=0, stop_reason=event.stop_reason
@@ -167,7 +214,9 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
     except RunLifecycleError as exc:
         raise _fault(event, line, f"the machine refuses it: {exc}") from None
     if computed is None:
-        raise _fault(event, line, "the machine makes it a no-op, which is never recorded as an event")
+        raise _fault(
+            event, line, "the machine makes it a no-op, which is never recorded as an event"
+        )
     if computed.to_status != event.to_status or computed.stop_reason != event.stop_reason:
         raise _fault(
             event,
@@ -192,7 +241,9 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
     return new
 
 
-def _recorded_fields(run: Run, recorded: dict[str, Any], computed: dict[str, Any]) -> dict[str, Any]:
+def _recorded_fields(
+    run: Run, recorded: dict[str, Any], computed: dict[str, Any]
+) -> dict[str, Any]:
     """The values the event recorded, typed; status and stop reason must be the machine's."""
     fields: dict[str, Any] = {}
     for key, value in recorded.items():

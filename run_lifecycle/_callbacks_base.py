@@ -202,8 +202,14 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
+#: Exception texts can be long (TLS errors, chained causes); the record keeps the gist.
+_MAX_DETAIL = 300
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = " ".join(str(exc).split())
+    if len(text) > _MAX_DETAIL:
+        text = text[: _MAX_DETAIL - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

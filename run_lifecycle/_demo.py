@@ -27,8 +27,8 @@ from typing import Any
 
 import attrs
 
-from ._run import Run, RunStatus, StopReason
 from ._machine import ENTERED_BY
+from ._run import Run, RunStatus, StopReason
 from .exceptions import TransitionError
 
 __all__ = ["DemoResult", "Scenario", "percentile", "plan_run", "run_demo"]
@@ -80,11 +80,17 @@ def plan_run(seed: int, index: int, *, time_scale: float = 0.02) -> Scenario:
     if roll < 0.07:
         return Scenario("crash", agent, background, None, ttft, work)
     if roll < 0.55:
-        return Scenario("complete", agent, background, rng.choice(_COMPLETIONS), ttft, work, **extras)
+        return Scenario(
+            "complete", agent, background, rng.choice(_COMPLETIONS), ttft, work, **extras
+        )
     if roll < 0.63:
-        return Scenario("approval", agent, background, StopReason.REQUIRES_APPROVAL, ttft, work, **extras)
+        return Scenario(
+            "approval", agent, background, StopReason.REQUIRES_APPROVAL, ttft, work, **extras
+        )
     if roll < 0.68:
-        return Scenario("approval_denied", agent, background, StopReason.REQUIRES_APPROVAL, ttft, work)
+        return Scenario(
+            "approval_denied", agent, background, StopReason.REQUIRES_APPROVAL, ttft, work
+        )
     if roll < 0.82:
         return Scenario("fail", agent, background, rng.choice(_FAILURES), ttft, work, **extras)
     return Scenario("race", agent, background, StopReason.END_TURN, ttft, work, **extras)
@@ -114,14 +120,18 @@ class DemoResult:
     def summary(self) -> dict[str, Any]:
         """The summary as plain data (the CLI prints it as a table or as JSON)."""
         ttft = sorted(run.ttft_ns for run in self.runs if run.ttft_ns is not None)
-        total = sorted(run.total_duration_ns for run in self.runs if run.total_duration_ns is not None)
+        total = sorted(
+            run.total_duration_ns for run in self.runs if run.total_duration_ns is not None
+        )
         summary: dict[str, Any] = {
             "store": self.store,
             "runs": len(self.runs),
             "elapsed_s": round(self.elapsed_s, 2),
             "by_status": dict(sorted(Counter(run.status.value for run in self.runs).items())),
             "by_stop_reason": dict(
-                sorted(Counter(run.stop_reason.value for run in self.runs if run.stop_reason).items())
+                sorted(
+                    Counter(run.stop_reason.value for run in self.runs if run.stop_reason).items()
+                )
             ),
             "rejected_triggers": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
@@ -219,7 +229,10 @@ def run_demo(
             if progress is not None:
                 progress(1)
 
-    threads = [threading.Thread(target=worker, name=f"demo-worker-{n}", daemon=True) for n in range(max(1, workers))]
+    threads = [
+        threading.Thread(target=worker, name=f"demo-worker-{n}", daemon=True)
+        for n in range(max(1, workers))
+    ]
     for thread in threads:
         work.put(None)
         thread.start()
@@ -254,7 +267,12 @@ def _drive(
         attempt(run_id, "start")  # the worker arrives late: rejected, and learns it was cancelled
         return
     if plan.kind == "fail_early":
-        attempt(run_id, "fail", stop_reason=plan.stop_reason, error=_ERRORS[StopReason.INSUFFICIENT_CREDITS])
+        attempt(
+            run_id,
+            "fail",
+            stop_reason=plan.stop_reason,
+            error=_ERRORS[StopReason.INSUFFICIENT_CREDITS],
+        )
         return
     attempt(run_id, "start")
     time.sleep(plan.ttft_s)
@@ -282,7 +300,9 @@ def _drive(
         _repeat(store, run_id, "cancel", {}, final, result, lock)  # and clicks again
     else:
         assert plan.stop_reason is not None
-        final = attempt(run_id, "fail", stop_reason=plan.stop_reason, error=_ERRORS[plan.stop_reason])
+        final = attempt(
+            run_id, "fail", stop_reason=plan.stop_reason, error=_ERRORS[plan.stop_reason]
+        )
     if plan.late_duplicate and final is not None and final.stop_reason is not None:
         # A late duplicate of whatever ended the run (a retried request): an idempotent no-op.
         trigger = next(iter(ENTERED_BY[final.status]))

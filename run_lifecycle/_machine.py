@@ -32,7 +32,7 @@ from transitions import Machine
 from transitions.core import EventData
 
 from ._events import TransitionEvent
-from ._run import TERMINAL_STATUSES, Run, RunStatus, StopReason
+from ._run import TERMINAL_STATUSES, Run, RunStatus, StopReason, evolve_run
 from ._validate import json_safe_copy
 from .exceptions import IllegalTransition, InvalidRunInput, InvalidStopReason, TransitionError
 from .serialization import format_datetime
@@ -212,11 +212,26 @@ def live_decide(
 
 
 @functools.cache
+def _decide_known(
+    status: str, current_stop_reason: StopReason | None, trigger: str, requested: StopReason | None
+) -> Decision:
+    return live_decide(MACHINE, status, current_stop_reason, trigger, requested)
+
+
+_UNKNOWN_TRIGGER = Decision("illegal")
+
+
 def decide(
     status: str, current_stop_reason: StopReason | None, trigger: str, requested: StopReason | None
 ) -> Decision:
-    """``live_decide`` on the module machine, memoised (the key space is finite)."""
-    return live_decide(MACHINE, status, current_stop_reason, trigger, requested)
+    """``live_decide`` on the module machine, memoised (the key space is finite).
+
+    Only the machine's own triggers and statuses are memoised: a caller's
+    arbitrary string must not grow the cache of a long-running process.
+    """
+    if trigger not in MACHINE.events or status not in MACHINE.states:
+        return _UNKNOWN_TRIGGER
+    return _decide_known(status, current_stop_reason, trigger, requested)
 
 
 def decision_space() -> Iterator[tuple[str, StopReason | None, str, StopReason | None]]:
@@ -307,6 +322,93 @@ def _reject(
     )
 
 
+@attrs.frozen
+class _Plan:
+    """What ``apply_trigger`` does for one (status, stop reason, trigger, requested reason).
+
+    ``kind`` is ``"no_stop_reason"`` (the trigger takes none), ``"noop"`` (a
+    retry of the terminal transition), ``"reject"`` (``decision`` says why),
+    or, for an accepted trigger, ``"internal"`` (first_token), ``"move"`` (to a
+    non-terminal status), ``"terminal"`` (first terminal entry) or
+    ``"approval"`` (completed -> cancelled). ``requested`` is the stop reason
+    after the trigger's default is applied; the ``*_value`` fields are the
+    event's wire strings, computed once.
+    """
+
+    kind: str
+    requested: StopReason | None
+    decision: Decision | None = None
+    dest: RunStatus | None = None
+    from_value: str = ""
+    dest_value: str = ""
+    reason_value: str | None = None
+
+
+def _make_plan(
+    status: RunStatus, current: StopReason | None, trigger: str, requested: StopReason | None
+) -> _Plan:
+    if requested is not None and trigger not in STOP_REASON_TRIGGERS:
+        return _Plan("no_stop_reason", requested)
+    if requested is None and trigger in DEFAULT_STOP_REASON:
+        requested = DEFAULT_STOP_REASON[trigger]
+    if status in TERMINAL_STATUSES and trigger in ENTERED_BY[status] and requested is current:
+        return _Plan("noop", requested)  # a retry of the transition that ended the run
+    decision = decide(status.value, current, trigger, requested)
+    if decision.outcome != "accept":
+        return _Plan("reject", requested, decision)
+    dest = RunStatus(decision.dest or status.value)
+    if dest is status:
+        kind = "internal"
+    elif dest not in TERMINAL_STATUSES:
+        kind = "move"
+    elif status in TERMINAL_STATUSES:
+        kind = "approval"
+    else:
+        kind = "terminal"
+    terminal = dest in TERMINAL_STATUSES
+    return _Plan(
+        kind,
+        requested,
+        decision,
+        dest,
+        status.value,
+        dest.value,
+        requested.value if terminal and requested is not None else None,
+    )
+
+
+#: The order ``apply_trigger`` passes ``TransitionEvent``'s fields in; checked once, here.
+_EVENT_ARGS = (
+    "run_id",
+    "agent_id",
+    "seq",
+    "trigger",
+    "from_status",
+    "to_status",
+    "stop_reason",
+    "at",
+    "changes",
+)
+if tuple(f.name for f in attrs.fields(TransitionEvent) if f.init) != _EVENT_ARGS:
+    raise TypeError(
+        f"TransitionEvent's init arguments are no longer {_EVENT_ARGS}: update apply_trigger"
+    )
+
+
+_PlanKey = tuple[RunStatus, StopReason | None, str, StopReason | None]
+#: Plans by key, for the machine's own triggers only: at most 5 x 14 x 5 x 14 entries, ever.
+_PLANS: dict[_PlanKey, _Plan] = {}
+
+
+def _plan_for(key: _PlanKey) -> _Plan:
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _make_plan(*key)
+        if key[2] in MACHINE.events:  # an unknown trigger (any string) must not grow the table
+            _PLANS[key] = plan
+    return plan
+
+
 def apply_trigger(
     run: Run,
     trigger: str,
@@ -321,9 +423,20 @@ def apply_trigger(
     Returns the new record and its event, or ``(run, None)`` for an idempotent
     no-op (a repeated terminal transition, a second ``first_token``). Raises
     ``IllegalTransition`` or ``InvalidStopReason`` and changes nothing otherwise.
+
+    What to do is decided once per (status, stop reason, trigger, requested
+    reason) from ``decide`` and memoised (``_plan_for``); what remains per call
+    is the record update and its event.
     """
-    requested = _coerce_stop_reason(run, trigger, stop_reason)
-    if requested is not None and trigger not in STOP_REASON_TRIGGERS:
+    if stop_reason is None or isinstance(stop_reason, StopReason):
+        requested: StopReason | None = stop_reason
+    else:
+        requested = _coerce_stop_reason(run, trigger, stop_reason)
+    key = (run.status, run.stop_reason, trigger, requested)
+    plan = _PLANS.get(key) or _plan_for(key)
+    kind = plan.kind
+    if kind == "no_stop_reason":
+        assert requested is not None
         raise InvalidStopReason(
             run.id, run.status.value, trigger, requested.value, f"{trigger} takes no stop reason"
         )
@@ -331,71 +444,72 @@ def apply_trigger(
         raise InvalidRunInput(
             "error", f"only fail takes an error message, a string; {trigger} got {error!r}"
         )
-    if requested is None and trigger in DEFAULT_STOP_REASON:
-        requested = DEFAULT_STOP_REASON[trigger]
-    status = run.status
-    if (
-        status in TERMINAL_STATUSES
-        and trigger in ENTERED_BY[status]
-        and requested is run.stop_reason
-    ):
-        return run, None  # a retry of the transition that ended the run
-    decision = decide(status.value, run.stop_reason, trigger, requested)
-    if decision.outcome != "accept":
-        raise _reject(run, trigger, requested, decision)
-    dest = RunStatus(decision.dest or status.value)
-    at = now if now >= run.created_at else run.created_at
+    if kind == "noop":
+        return run, None
+    if kind == "reject":
+        assert plan.decision is not None
+        raise _reject(run, trigger, plan.requested, plan.decision)
+    dest = plan.dest
+    requested = plan.requested
+    created_at = run.created_at
+    at = now if now >= created_at else created_at
+    version = run.version + 1
     changes: dict[str, Any]
-    if dest is status:  # an internal transition: first_token
+    if kind == "internal":  # first_token
         if run.ttft_ns is not None:
             return run, None
         ttft = elapsed_ns(run, now, monotonic_ns)
         changes = {"ttft_ns": ttft}
-        new = attrs.evolve(run, ttft_ns=ttft, version=run.version + 1)
-    elif dest not in TERMINAL_STATUSES:
-        changes = {"status": dest.value}
-        new = attrs.evolve(run, status=dest, version=run.version + 1)
-    elif status in TERMINAL_STATUSES:  # approval denied: the first terminal entry keeps its times
-        assert requested is not None
-        changes = {"status": dest.value, "stop_reason": requested.value}
-        new = attrs.evolve(run, status=dest, stop_reason=requested, version=run.version + 1)
+        new = evolve_run(run, ttft_ns=ttft, version=version)
+    elif kind == "move":
+        changes = {"status": plan.dest_value}
+        new = evolve_run(run, status=dest, version=version)
+    elif kind == "approval":  # approval denied: the first terminal entry keeps its times
+        changes = {"status": plan.dest_value, "stop_reason": plan.reason_value}
+        new = evolve_run(run, status=dest, stop_reason=requested, version=version)
     else:
-        assert requested is not None
         total = elapsed_ns(run, now, monotonic_ns)
-        if run.ttft_ns is not None and total < run.ttft_ns:
-            total = run.ttft_ns
+        ttft_ns = run.ttft_ns
+        if ttft_ns is not None and total < ttft_ns:
+            total = ttft_ns
         changes = {
-            "status": dest.value,
-            "stop_reason": requested.value,
+            "status": plan.dest_value,
+            "stop_reason": plan.reason_value,
             "completed_at": format_datetime(at),
             "total_duration_ns": total,
         }
-        fields: dict[str, Any] = {}
-        if error is not None:
+        if error is None:
+            new = evolve_run(
+                run,
+                status=dest,
+                stop_reason=requested,
+                completed_at=at,
+                total_duration_ns=total,
+                version=version,
+            )
+        else:
             metadata = dict(run.metadata or {})
             metadata["error"] = error
-            fields["metadata"] = metadata
             changes["metadata"] = json_safe_copy(metadata)
-        new = attrs.evolve(
-            run,
-            status=dest,
-            stop_reason=requested,
-            completed_at=at,
-            total_duration_ns=total,
-            version=run.version + 1,
-            **fields,
-        )
+            new = evolve_run(
+                run,
+                status=dest,
+                stop_reason=requested,
+                completed_at=at,
+                total_duration_ns=total,
+                version=version,
+                metadata=metadata,
+            )
+    # Positional (a third cheaper than by keyword): _EVENT_ARGS pins the order at import.
     event = TransitionEvent(
-        run_id=run.id,
-        agent_id=run.agent_id,
-        seq=new.version,
-        trigger=trigger,
-        from_status=status.value,
-        to_status=dest.value,
-        stop_reason=new.stop_reason.value
-        if dest in TERMINAL_STATUSES and new.stop_reason
-        else None,
-        at=at,
-        changes=changes,
+        run.id,
+        run.agent_id,
+        version,
+        trigger,
+        plan.from_value,
+        plan.dest_value,
+        plan.reason_value,
+        at,
+        changes,
     )
     return new, event

@@ -51,7 +51,9 @@ class FlakyReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="flaky-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="flaky-receiver", daemon=True
+        )
 
     @property
     def url(self) -> str:

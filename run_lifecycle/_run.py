@@ -9,6 +9,7 @@ than the record itself (see ``_machine``).
 from __future__ import annotations
 
 import enum
+import operator
 from datetime import datetime
 from typing import Any
 
@@ -169,3 +170,30 @@ WIRE_FIELDS: tuple[str, ...] = (
     "ttft_ns",
     "total_duration_ns",
 )
+
+
+_FIELDS: tuple[attrs.Attribute[Any], ...] = tuple(attrs.fields(Run))
+if not all(f.init and f.alias == f.name and not f.kw_only for f in _FIELDS):
+    raise TypeError(
+        "evolve_run builds a Run positionally: every field must be a plain init argument"
+    )
+_read_fields = operator.attrgetter(*(f.name for f in _FIELDS))
+_FIELD_INDEX: dict[str, int] = {f.name: index for index, f in enumerate(_FIELDS)}
+
+
+def evolve_run(run: Run, **changes: Any) -> Run:
+    """``attrs.evolve(run, **changes)`` for ``Run``, at about half the cost.
+
+    Every transition makes a new record, so this copy is the hot path's largest
+    cost. ``attrs.evolve`` walks the fields in Python on every call; here one C
+    ``attrgetter`` reads all of them, the changes are set by position, and the
+    record is built through the same ``__init__``, so the result is the same.
+    """
+    values = list(_read_fields(run))
+    index = _FIELD_INDEX
+    try:
+        for name, value in changes.items():
+            values[index[name]] = value
+    except KeyError as exc:
+        raise TypeError(f"Run has no field {exc.args[0]!r}") from None
+    return Run(*values)

@@ -5,8 +5,9 @@ A store's history and an audit log hold the same three kinds of record
 order (DESIGN §4: several processes append after their commits). The per-run
 diagrams need them as one consistent story: the accepted steps ordered by
 ``seq`` (1, 2, 3... with no gap or repeat, each one an edge of the live
-machine, each starting where the previous one ended), the rejected attempts in
-time order, and the measured durations the events recorded. Records that
+machine, each starting where the previous one ended), the rejected attempts
+where they happened (the version the run was at, then time), and the measured
+durations the events recorded. Records that
 cannot tell such a story raise ``ReplayError`` naming what is wrong, never a
 picture of something that did not happen.
 """
@@ -39,7 +40,7 @@ def is_machine_edge(source: str, dest: str, trigger: str) -> bool:
 
 @attrs.frozen
 class RunStory:
-    """A run's accepted steps (by ``seq``) and rejected attempts (by time), from its records.
+    """A run's accepted steps (by ``seq``) and rejected attempts (by version, then time).
 
     ``created_at`` is the creation record's time; without one (a history that
     starts later) it is the earliest time any record carries, and
@@ -106,6 +107,19 @@ def _one_run_id(records: list[AuditRecord], run_id: str | None) -> str:
     return ids[0]
 
 
+def _story_order(attempt: RejectedAttempt) -> tuple[int, datetime, str, str, str, str]:
+    # Where in the story (the version the run was at), then when; the rest only makes the
+    # order total, so records read in any line order draw the same picture.
+    return (
+        attempt.version,
+        attempt.at,
+        attempt.trigger,
+        attempt.status,
+        attempt.stop_reason or "",
+        attempt.reason,
+    )
+
+
 def story_of(records: Iterable[AuditRecord], run_id: str | None = None) -> RunStory:
     """The story of ``run_id`` (or of the only run the records hold); ``ReplayError`` if incoherent."""
     every = list(records)
@@ -117,7 +131,7 @@ def story_of(records: Iterable[AuditRecord], run_id: str | None = None) -> RunSt
     if len(created) > 1:
         raise ReplayError(f"run {rid} has {len(created)} creation records", run_id=rid)
     steps = sorted((r for r in mine if isinstance(r, TransitionEvent)), key=lambda e: e.seq)
-    rejected = sorted((r for r in mine if isinstance(r, RejectedAttempt)), key=lambda r: r.at)
+    rejected = sorted((r for r in mine if isinstance(r, RejectedAttempt)), key=_story_order)
     status = RunStatus.CREATED.value
     for expected, step in enumerate(steps, start=1):
         if step.seq != expected:

@@ -55,6 +55,12 @@ def _title(story: RunStory) -> str:
     return mermaid_text(f"run {story.run_id} of {story.agent_id}, {outcome}")
 
 
+def _after_entry(lines: list[str], seq: int) -> int:
+    """The index just after the milestone of the step that entered a status (seq 0: creation)."""
+    marker = ":milestone, created," if seq == 0 else f":milestone, s{seq},"
+    return next(i for i, line in enumerate(lines) if marker in line) + 1
+
+
 def render_timeline(story: RunStory) -> str:
     """A mermaid ``gantt`` of the run: its statuses over time, the measured durations, rejections."""
     lines = [
@@ -67,8 +73,7 @@ def render_timeline(story: RunStory) -> str:
         "    section lifecycle",
         f"    created :milestone, created, {_epoch_ms(story.created_at)}, 0ms",
     ]
-    since = story.created_at
-    status = RunStatus.CREATED.value
+    entered = [(0, story.created_at, RunStatus.CREATED.value)]  # (seq, when, status)
     for step in story.steps:
         name = f"s{step.seq}"
         at = f"+{format_ns(story.offset_ns(step.at))}"
@@ -77,14 +82,18 @@ def render_timeline(story: RunStory) -> str:
                 f"    {step.trigger} at {at} :milestone, {name}, {_epoch_ms(step.at)}, 0ms"
             )
             continue
-        span = story.offset_ns(step.at) - story.offset_ns(since)
-        lines.append(f"    {status} for {format_ns(span)} :{name}, {_epoch_ms(since)}, {_ms(span)}")
-        since, status = step.at, step.to_status
-        if RunStatus(status).is_terminal:
-            label = status if step.stop_reason is None else f"{status} ({step.stop_reason})"
-            lines.append(
-                f"    {mermaid_text(label)} at {at} :milestone, {name}end, {_epoch_ms(step.at)}, 0ms"
-            )
+        _, since, status = entered[-1]
+        span = max(story.offset_ns(step.at) - story.offset_ns(since), 0)
+        # The bar of the status just left goes above the steps taken in it: insert it there.
+        bar = (
+            f"    {status} for {format_ns(span)} :b{len(entered)}, {_epoch_ms(since)}, {_ms(span)}"
+        )
+        lines.insert(_after_entry(lines, entered[-1][0]), bar)
+        entered.append((step.seq, step.at, step.to_status))
+        label = f"{step.trigger} at {at}, {step.to_status}"
+        if step.stop_reason is not None:
+            label += f" ({step.stop_reason})"
+        lines.append(f"    {mermaid_text(label)} :milestone, {name}, {_epoch_ms(step.at)}, 0ms")
     measured = [
         (field, value)
         for field in ("ttft_ns", "total_duration_ns")

@@ -45,7 +45,7 @@ from ._callbacks_base import (
 from ._callbacks_policy import RetryPolicy
 from ._clock import Clock
 from ._run import Run
-from .exceptions import InvalidCallbackConfig, RunLifecycleError
+from .exceptions import InvalidCallbackConfig, RunLifecycleError, RunNotFound
 
 __all__ = [
     "AsyncDeliverer",
@@ -152,7 +152,7 @@ class Deliverer(DelivererBase):
             retry=retry,
             block_private_networks=block_private_networks,
             clock=clock,
-            store_clock=getattr(store, "clock", None),
+            store_clock=_store_clock(store),
             batch_size=batch_size,
             lease=lease,
             rng=rng,
@@ -177,8 +177,7 @@ class Deliverer(DelivererBase):
             if not batch:
                 return attempts
             for delivery in batch:
-                self._deliver(delivery, now)
-                attempts += 1
+                attempts += self._deliver(delivery, now)
 
     def run_forever(
         self, stop_event: threading.Event | None = None, poll_interval: float = 1.0
@@ -213,22 +212,28 @@ class Deliverer(DelivererBase):
             stop.set()
             thread.join()
 
-    def _deliver(self, delivery: Delivery, now: datetime | None) -> None:
-        run = self.store.get(delivery.run_id)
+    def _deliver(self, delivery: Delivery, now: datetime | None) -> int:
+        """Make one attempt and record it; 0 when the run was deleted meanwhile (nothing to send)."""
+        try:
+            run = self.store.get(delivery.run_id)
+        except RunNotFound:
+            return 0  # deleting a run deletes its deliveries too
         attempted_at = self.clock.now()
         outcome = self._attempt(run, delivery.webhook_id, attempted_at)
         attempts_made = delivery.attempts + 1
         error, next_attempt_at = self.conclude(
             outcome, attempts_made, now if now is not None else self.clock.now()
         )
-        self.store.record_callback_attempt(
-            delivery,
-            sent_at=now if now is not None else attempted_at,
-            status_code=outcome.status_code,
-            error=error,
-            next_attempt_at=next_attempt_at,
-        )
+        with contextlib.suppress(RunNotFound):
+            self.store.record_callback_attempt(
+                delivery,
+                sent_at=now if now is not None else attempted_at,
+                status_code=outcome.status_code,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
         self.log_attempt(delivery, outcome, error, next_attempt_at)
+        return 1
 
     def _attempt(self, run: Run, webhook_id: str, attempted_at: datetime) -> Outcome:
         target = parse_target(run.callback_url)
@@ -318,7 +323,7 @@ class AsyncDeliverer(DelivererBase):
             retry=retry,
             block_private_networks=block_private_networks,
             clock=clock,
-            store_clock=getattr(store, "clock", None),
+            store_clock=_store_clock(store),
             batch_size=batch_size,
             lease=lease,
             rng=rng,
@@ -345,10 +350,10 @@ class AsyncDeliverer(DelivererBase):
                     *(self._deliver(client, limit, delivery, now) for delivery in batch),
                     return_exceptions=True,
                 )
-                attempts += len(batch)
                 for result in results:
                     if isinstance(result, BaseException):
                         raise result
+                    attempts += result
 
     async def serve(
         self, stop_event: asyncio.Event | None = None, poll_interval: float = 1.0
@@ -374,23 +379,28 @@ class AsyncDeliverer(DelivererBase):
         limit: asyncio.Semaphore,
         delivery: Delivery,
         now: datetime | None,
-    ) -> None:
+    ) -> int:
         async with limit:
-            run = await self.store.get(delivery.run_id)
+            try:
+                run = await self.store.get(delivery.run_id)
+            except RunNotFound:
+                return 0
             attempted_at = self.clock.now()
             outcome = await self._attempt(client, run, delivery.webhook_id, attempted_at)
             attempts_made = delivery.attempts + 1
             error, next_attempt_at = self.conclude(
                 outcome, attempts_made, now if now is not None else self.clock.now()
             )
-            await self.store.record_callback_attempt(
-                delivery,
-                sent_at=now if now is not None else attempted_at,
-                status_code=outcome.status_code,
-                error=error,
-                next_attempt_at=next_attempt_at,
-            )
+            with contextlib.suppress(RunNotFound):
+                await self.store.record_callback_attempt(
+                    delivery,
+                    sent_at=now if now is not None else attempted_at,
+                    status_code=outcome.status_code,
+                    error=error,
+                    next_attempt_at=next_attempt_at,
+                )
             self.log_attempt(delivery, outcome, error, next_attempt_at)
+            return 1
 
     async def _attempt(
         self, client: httpx.AsyncClient, run: Run, webhook_id: str, attempted_at: datetime
@@ -428,6 +438,12 @@ class AsyncDeliverer(DelivererBase):
             f"AsyncDeliverer({self.store!r}, timeout={self.timeout}, retry={self.retry!r},"
             f" block_private_networks={self.block_private_networks})"
         )
+
+
+def _store_clock(store: object) -> object:
+    """The clock the store runs on (``store.lifecycle.clock`` for the bundled stores)."""
+    lifecycle = getattr(store, "lifecycle", None)
+    return getattr(lifecycle, "clock", None) or getattr(store, "clock", None)
 
 
 async def _resolve_async(target: Target) -> list[IPAddress]:

@@ -82,6 +82,7 @@ _VISITED_FILL = "#fde0c5"
 _REJECTED = "#c0392b"
 _MUTED = "gray60"
 _NOTE_UNSAFE = re.compile(r"[<>#\r\n]")
+_END_NOTE = re.compile(r"end(\s+)note", re.IGNORECASE)  # would close a note mid-line
 
 
 @attrs.frozen
@@ -295,7 +296,7 @@ def _mermaid_notes(graph: Graph, story: RunStory | None) -> dict[str, list[str]]
 
 def _note_text(text: str) -> str:
     """A note line: notes take ``:`` but not markup (``<``, ``>``), entities (``#``) or newlines."""
-    return _NOTE_UNSAFE.sub("_", text)
+    return _END_NOTE.sub("end_note", _NOTE_UNSAFE.sub("_", text))
 
 
 def render_mermaid(graph: Graph | None = None, *, story: RunStory | None = None) -> str:
@@ -532,8 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli import main as cli_main
 
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m run_lifecycle.diagrams [DIR]  (default: diagrams)"
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        print("Regenerates DIR/lifecycle.mmd, lifecycle.dot and lifecycle.svg from the machine.")
+        return 0
     if any(arg.startswith("-") for arg in args) or len(args) > 1:
-        print("usage: python -m run_lifecycle.diagrams [DIR]  (default: diagrams)", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     return cli_main(["diagram", "--write-all", args[0] if args else "diagrams"])
 

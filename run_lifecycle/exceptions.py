@@ -13,6 +13,7 @@ subclass to handle one situation. The tree::
     ├── RunNotFound                a store holds no run with that id (run_id)
     ├── RunAlreadyExists           a store already holds a run with that id (run_id)
     ├── StoreError                 a store cannot be opened or used (bad URL, missing driver)
+    │   └── StoreConflict          a transition kept losing races and gave up (run_id, attempts)
     ├── InvalidCallbackConfig      a deliverer option is not acceptable (option, reason)
     ├── AuditError                 the audit log cannot be read, replayed or written
     │   └── ReplayError            events that cannot rebuild a run (line, reason)
@@ -38,6 +39,7 @@ __all__ = [
     "RunAlreadyExists",
     "RunLifecycleError",
     "RunNotFound",
+    "StoreConflict",
     "StoreError",
     "TransitionError",
 ]
@@ -113,6 +115,22 @@ class RunAlreadyExists(RunLifecycleError):
 
 class StoreError(RunLifecycleError):
     """A store cannot be opened or used: an unknown URL scheme, a missing driver, a bad schema."""
+
+
+class StoreConflict(StoreError):
+    """A transition lost the compare-and-set race ``attempts`` times in a row and gave up.
+
+    Nothing was written. It takes an extraordinary number of concurrent writers
+    on one run; retrying later is safe.
+    """
+
+    def __init__(self, run_id: str, attempts: int) -> None:
+        self.run_id = run_id
+        self.attempts = attempts
+        super().__init__(
+            f"run {run_id!r} kept changing under this update ({attempts} attempts lost the race);"
+            " nothing was written, retry later"
+        )
 
 
 class AuditError(RunLifecycleError):

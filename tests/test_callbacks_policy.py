@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -25,7 +27,9 @@ def policies(draw: st.DrawFn) -> RetryPolicy:
 
 
 @given(policy=policies(), attempt=st.integers(min_value=1, max_value=200))
-def test_base_delay_grows_by_the_multiplier_until_max_delay(policy: RetryPolicy, attempt: int) -> None:
+def test_base_delay_grows_by_the_multiplier_until_max_delay(
+    policy: RetryPolicy, attempt: int
+) -> None:
     """Each base delay is the previous one times the multiplier, capped at max_delay."""
     if attempt == 1:
         assert policy.base_delay(1) == pytest.approx(min(policy.initial_delay, policy.max_delay))
@@ -95,3 +99,25 @@ def test_invalid_policies_are_refused_naming_the_option(
     with pytest.raises(InvalidCallbackConfig) as info:
         RetryPolicy(**options)  # type: ignore[arg-type]
     assert info.value.option == option
+
+
+def test_policy_works_and_deliverer_names_the_extra_without_httpx() -> None:
+    """Without the callbacks extra, RetryPolicy still works and Deliverer says what to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['httpx'] = None\n"
+        "sys.modules['standardwebhooks'] = None\n"
+        "import run_lifecycle\n"
+        "print(run_lifecycle.RetryPolicy().base_delay(2))\n"
+        "try:\n"
+        "    run_lifecycle.Deliverer\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first == "15.0"
+    assert "pip install 'run-lifecycle[callbacks]'" in second

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from ..exceptions import RunLifecycleError
-from . import _demo, _diagram, _runs
+from . import _audit, _demo, _diagram, _runs
 
 __all__ = ["EXIT_ERROR", "EXIT_FAULT", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -27,7 +27,7 @@ EXIT_FAULT = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 3
 
-_COMMANDS = (_demo, _diagram, _runs)
+_COMMANDS = (_demo, _diagram, _runs, _audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

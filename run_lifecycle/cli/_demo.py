@@ -71,7 +71,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--secret", help="sign callbacks with this Standard Webhooks secret")
     parser.add_argument(
-        "--export", type=Path, metavar="PATH", help="write this demo's final runs, one Letta JSON a line"
+        "--export",
+        type=Path,
+        metavar="PATH",
+        help="write this demo's final runs, one Letta JSON a line",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
@@ -130,7 +133,9 @@ def _deliverer(store: Any, secret: str | None) -> Any:
     from ..callbacks import Deliverer, RetryPolicy
 
     # Short delays so a person watching sees the retries happen within the demo.
-    retry = RetryPolicy(initial_delay=0.05, multiplier=2.0, max_delay=0.5, jitter=0.2, max_attempts=6)
+    retry = RetryPolicy(
+        initial_delay=0.05, multiplier=2.0, max_delay=0.5, jitter=0.2, max_attempts=6
+    )
     return Deliverer(store, secret=secret, timeout=2.0, retry=retry)
 
 

@@ -17,11 +17,8 @@ lifecycle needs no database driver.
 from __future__ import annotations
 
 import argparse
-import errno
-import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
 from .._events import AuditRecord
 from ..diagrams import (
@@ -54,9 +51,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "diagram",
         help="draw the lifecycle graph, or one run's path and timeline",
         description=(
-            "Draw the lifecycle graph from the live transitions definition (mermaid, Graphviz"
-            " DOT, or SVG through Graphviz's dot program), or, with --run, the path one run took"
-            " through it, with the triggers it refused."
+            "Draw the lifecycle graph from the live transitions definition (mermaid,\n"
+            "Graphviz DOT, or SVG through Graphviz's dot program), or, with --run, the path\n"
+            "one run took through it with the triggers it refused, or its timeline."
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -128,12 +125,9 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 
 def _from_audit(path: Path, run_id: str) -> list[AuditRecord]:
-    if not path.exists():
-        raise FileNotFoundError(errno.ENOENT, "no such audit log", str(path))
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a directory, not an audit log", str(path))
-    audit: Any = importlib.import_module("run_lifecycle.audit")
-    return [record for record in audit.read_records(path) if record.run_id == run_id]
+    from ..audit import read_records  # AuditError for a missing or unreadable file
+
+    return [record for record in read_records(path) if record.run_id == run_id]
 
 
 def _from_store(url: str, run_id: str) -> list[AuditRecord]:

@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list runs, newest first (Letta's list semantics)",
         description="List runs, newest first, with Letta's filters.",
     )
-    listing.add_argument("--db", required=True, metavar="URL", help="the store URL (sqlite:///PATH, postgresql://...)")
+    listing.add_argument(
+        "--db",
+        required=True,
+        metavar="URL",
+        help="the store URL (sqlite:///PATH, postgresql://...)",
+    )
     listing.add_argument(
         "--status",
         action="append",
@@ -33,10 +38,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     listing.add_argument("--agent-id", help="only this agent's runs")
     listing.add_argument("--active", action="store_true", help="only created and running runs")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many runs, 1-1000 (default: 50)")
+    listing.add_argument(
+        "--limit", type=int, default=50, help="at most this many runs, 1-1000 (default: 50)"
+    )
     listing.add_argument("--before", metavar="RUN_ID", help="runs created before this run (older)")
     listing.add_argument("--after", metavar="RUN_ID", help="runs created after this run (newer)")
-    listing.add_argument("--order", choices=("asc", "desc"), default="desc", help="by created_at (default: desc)")
+    listing.add_argument(
+        "--order", choices=("asc", "desc"), default="desc", help="by created_at (default: desc)"
+    )
     listing.add_argument("--json", action="store_true", help="one Letta JSON run per line")
     listing.set_defaults(func=run_list)
 
@@ -81,7 +90,13 @@ def run_list(args: argparse.Namespace) -> int:
         from rich.table import Table
     except ImportError:
         for run in runs:
-            print(run.id, run.status.value, run.stop_reason or "", format_datetime(run.created_at), run.agent_id)
+            print(
+                run.id,
+                run.status.value,
+                run.stop_reason or "",
+                format_datetime(run.created_at),
+                run.agent_id,
+            )
         return 0
     table = Table(title=f"{len(runs)} runs", title_justify="left")
     for column in ("id", "agent", "status", "stop reason", "created", "ttft ms", "total ms"):

@@ -40,7 +40,9 @@ __all__ = [
 ]
 
 #: The statuses a lease applies to (the run has not ended), derived from ``RunStatus``.
-NON_TERMINAL: tuple[str, ...] = tuple(status.value for status in RunStatus if not status.is_terminal)
+NON_TERMINAL: tuple[str, ...] = tuple(
+    status.value for status in RunStatus if not status.is_terminal
+)
 
 #: Wire fields kept in their own columns rather than in the document.
 CALLBACK_FIELDS = ("callback_sent_at", "callback_status_code", "callback_error")
@@ -106,7 +108,8 @@ def encode_document(run: Run) -> str:
     data = to_json(run)
     for name in CALLBACK_FIELDS:
         del data[name]
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # ASCII escapes keep any string a caller managed to put in metadata storable as text.
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
 def new_row(run: Run, *, origin: str, lease: Lease) -> RunRow:
