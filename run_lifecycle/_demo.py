@@ -111,6 +111,7 @@ class DemoResult:
     callbacks: dict[str, int] | None = None
     store: str = ""
     elapsed_s: float = 0.0
+    reap_offset: timedelta = timedelta(0)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     def count_rejection(self, exc: TransitionError) -> None:
@@ -195,7 +196,7 @@ def run_demo(
     progress: Callable[[int], None] | None = None,
 ) -> DemoResult:
     """Drive ``runs`` runs through ``store`` with ``workers`` agent workers and a canceller."""
-    result = DemoResult(store=getattr(store, "url", type(store).__name__))
+    result = DemoResult(store=getattr(store, "backend", type(store).__name__))
     plans = [plan_run(seed, index, time_scale=time_scale) for index in range(runs)]
     work: queue.Queue[int | None] = queue.Queue()
     for index in range(runs):
@@ -245,7 +246,8 @@ def run_demo(
 
     # The crashed workers never come back: the reaper fails their runs once the lease is over.
     lease: timedelta = getattr(store, "lease", timedelta(minutes=5))
-    reaped = store.reap(now=store.lifecycle.clock.now() + lease + timedelta(seconds=1))
+    result.reap_offset = lease + timedelta(seconds=1)
+    reaped = store.reap(now=store.lifecycle.clock.now() + result.reap_offset)
     result.reaped = len(reaped)
     result.run_ids = [run_id for run_id in ids if run_id is not None]
     result.elapsed_s = time.perf_counter() - started

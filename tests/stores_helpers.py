@@ -34,6 +34,9 @@ BACKENDS = ("memory", "sqlite", "postgresql")
 TWINS = ("sync", "async")
 KINDS = [(backend, twin) for backend in BACKENDS for twin in TWINS]
 KIND_IDS = [f"{backend}-{twin}" for backend, twin in KINDS]
+#: The kinds where two stores opened on the same database see the same runs (not memory).
+SHARED_KINDS = [kind for kind in KINDS if kind[0] != "memory"]
+SHARED_KIND_IDS = [f"{backend}-{twin}" for backend, twin in SHARED_KINDS]
 
 
 def postgres_url() -> str:
@@ -124,7 +127,7 @@ class StoreFactory:
 
     @property
     def shares_data(self) -> bool:
-        """Whether two stores opened by this factory see the same runs."""
+        """Whether two stores opened by this factory see the same runs (not in memory)."""
         return self.backend != "memory"
 
     def open(self, **options: Any) -> Any:

@@ -50,6 +50,9 @@ from run_lifecycle.stores import (
 from .stores_helpers import (
     KIND_IDS,
     KINDS,
+    POSTGRES_ENV,
+    SHARED_KIND_IDS,
+    SHARED_KINDS,
     ListSink,
     StoreFactory,
     assert_agrees,
@@ -74,6 +77,14 @@ IO_SETTINGS = settings(
 
 @pytest.fixture(params=KINDS, ids=KIND_IDS)
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened = StoreFactory(*request.param, tmp_path)
+    yield opened
+    opened.close_all()
+
+
+@pytest.fixture(params=SHARED_KINDS, ids=SHARED_KIND_IDS)
+def shared_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Stores on one database that several store instances share (SQLite, PostgreSQL)."""
     opened = StoreFactory(*request.param, tmp_path)
     yield opened
     opened.close_all()
@@ -280,13 +291,11 @@ def test_fail_keeps_its_error_in_metadata(store: Any) -> None:
 
 
 def test_a_run_finished_by_another_store_instance_gets_wall_time_durations(
-    factory: StoreFactory, clock: ManualClock
+    shared_factory: StoreFactory, clock: ManualClock
 ) -> None:
     """Created by one store and finished by another, a run's durations come from the wall clock."""
-    if not factory.shares_data:
-        pytest.skip("two memory stores do not share runs")
-    creator = factory.open(clock=clock)
-    finisher = factory.open(clock=clock)
+    creator = shared_factory.open(clock=clock)
+    finisher = shared_factory.open(clock=clock)
     run = creator.create_run(agent_id="a")
     clock.advance(2)
     finisher.apply(run.id, "start")
@@ -311,13 +320,11 @@ def test_a_run_finished_by_its_own_store_keeps_monotonic_durations(
 
 
 def test_durations_across_instances_are_never_negative_when_the_wall_steps_back(
-    factory: StoreFactory, clock: ManualClock
+    shared_factory: StoreFactory, clock: ManualClock
 ) -> None:
     """A wall clock stepped back between creation and completion yields zero, not a negative duration."""
-    if not factory.shares_data:
-        pytest.skip("two memory stores do not share runs")
-    run = factory.open(clock=clock).create_run(agent_id="a")
-    other = factory.open(clock=clock)
+    run = shared_factory.open(clock=clock).create_run(agent_id="a")
+    other = shared_factory.open(clock=clock)
     other.apply(run.id, "start")
     clock.step_wall(-60)
     other.apply(run.id, "first_token")
@@ -843,3 +850,16 @@ def test_the_public_names_are_exported() -> None:
     assert stores.__all__ == sorted(stores.__all__, key=lambda n: (not n.isupper(), n))
     assert isinstance(open_store("memory://"), RunStore)
     assert isinstance(open_async_store("memory://"), AsyncRunStore)
+
+
+def test_a_missing_postgres_url_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the URL the PostgreSQL tests skip, naming the variable; with CI set they fail."""
+    monkeypatch.delenv(POSTGRES_ENV, raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=POSTGRES_ENV):
+        postgres_url()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=POSTGRES_ENV):
+        postgres_url()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .._demo import DemoResult, run_demo
+from .._demo import run_demo
+from .._events import AuditRecord, AuditSink, CallbackAttempt
 from ..serialization import dumps
 
 __all__ = ["register"]
@@ -84,12 +88,13 @@ def run(args: argparse.Namespace) -> int:
     from ..stores import open_store
 
     with contextlib.ExitStack() as stack:
-        audit = None
+        log = None
         if args.audit is not None:
             from ..audit import AuditLog
 
-            audit = stack.enter_context(AuditLog(args.audit))
-        store = stack.enter_context(open_store(args.db, audit=audit))
+            log = stack.enter_context(AuditLog(args.audit))
+        tally = CallbackTally(log)
+        store = stack.enter_context(open_store(args.db, audit=tally))
         callback_url = args.callback_url
         receiver = None
         if args.callbacks == "local":
@@ -111,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
                 progress=advance,
             )
         if deliverer is not None:
-            result.callbacks = _drain(store, deliverer, result)
+            _drain(store, deliverer, result.reap_offset)
+            result.callbacks = tally.summary(pending=len(store.pending_deliveries()))
             if receiver is not None:
                 result.callbacks["receiver_duplicates"] = receiver.duplicates
+        result.store = _display_url(args.db)
         result.runs = [store.get(run_id) for run_id in result.run_ids]
         if args.export is not None:
             with args.export.open("w", encoding="utf-8") as out:
@@ -139,26 +146,49 @@ def _deliverer(store: Any, secret: str | None) -> Any:
     return Deliverer(store, secret=secret, timeout=2.0, retry=retry)
 
 
-def _drain(store: Any, deliverer: Any, result: DemoResult, timeout: float = 60.0) -> dict[str, int]:
-    """Deliver what is still pending, then count deliveries, retries and failures."""
+def _drain(store: Any, deliverer: Any, reap_offset: timedelta, timeout: float = 60.0) -> None:
+    """Deliver what is still pending (the reaped runs' callbacks fall due at the reap time)."""
     deadline = time.monotonic() + timeout
     while store.pending_deliveries() and time.monotonic() < deadline:
-        deliverer.run_once()
+        deliverer.run_once(now=store.lifecycle.clock.now() + reap_offset)
         time.sleep(0.05)
-    stats: dict[str, int] = {"delivered": 0, "retried": 0, "failed": 0, "pending": 0}
-    counters = getattr(deliverer, "stats", None)
-    for run_id in result.run_ids:
-        run = store.get(run_id)
-        if run.callback_status_code is not None and 200 <= run.callback_status_code < 300:
-            stats["delivered"] += 1
-        elif run.callback_sent_at is not None:
-            stats["failed"] += 1
-    stats["pending"] = len(store.pending_deliveries())
-    stats["failed"] -= min(stats["failed"], stats["pending"])
-    if counters is not None:
-        stats["attempts"] = int(counters.attempts)
-        stats["retried"] = int(counters.retries)
-    return stats
+
+
+class CallbackTally:
+    """An audit sink in front of the real one that counts callback attempts per delivery."""
+
+    def __init__(self, inner: AuditSink | None) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self.attempts = 0
+        self.last_status: dict[str, int | None] = {}
+
+    def write(self, record: AuditRecord) -> None:
+        if isinstance(record, CallbackAttempt):
+            with self._lock:
+                self.attempts += 1
+                self.last_status[record.webhook_id] = record.status_code
+        if self.inner is not None:
+            self.inner.write(record)
+
+    def summary(self, *, pending: int) -> dict[str, int]:
+        with self._lock:
+            deliveries = len(self.last_status)
+            delivered = sum(
+                1 for code in self.last_status.values() if code is not None and 200 <= code < 300
+            )
+            return {
+                "delivered": delivered,
+                "attempts": self.attempts,
+                "retried": self.attempts - deliveries,
+                "failed": max(0, deliveries - delivered - pending),
+                "pending": pending,
+            }
+
+
+def _display_url(url: str) -> str:
+    """The store URL without its password."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 @contextlib.contextmanager

@@ -90,7 +90,10 @@ class AsyncRunStore(StoreCore):
 
     async def create(self, run: Run) -> Run:
         """Store a new run (and its creation record); ``RunAlreadyExists`` if the id is taken."""
-        row, created = self._new_row(run)
+        return await self._insert(run, built=False)
+
+    async def _insert(self, run: Run, *, built: bool) -> Run:
+        row, created = self._new_row(run, built=built)
         await self._call(self._backend.insert, row, created)
         self._lifecycle.report(created)
         return run
@@ -108,7 +111,7 @@ class AsyncRunStore(StoreCore):
         callback_url: str | None = None,
     ) -> Run:
         """Build a run from Letta's creation fields (validated) and store it."""
-        return await self.create(
+        return await self._insert(
             self._lifecycle.build(
                 agent_id=agent_id,
                 id=id,
@@ -118,7 +121,8 @@ class AsyncRunStore(StoreCore):
                 metadata=metadata,
                 request_config=request_config,
                 callback_url=callback_url,
-            )
+            ),
+            built=True,
         )
 
     async def get(self, run_id: str) -> Run:
@@ -230,7 +234,7 @@ class AsyncRunStore(StoreCore):
         row = await self._call(
             self._backend.record_attempt, delivery.run_id, delivery.seq, callback, next_us
         )
-        return self._decode(row)
+        return self._attempt_recorded(delivery, self._decode(row))
 
     async def pending_deliveries(self) -> builtins.list[PendingDelivery]:
         """Every unfinished delivery, due first."""

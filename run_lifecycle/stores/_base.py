@@ -26,7 +26,15 @@ from typing import Any, Literal, Protocol
 import attrs
 
 from .._clock import Clock
-from .._events import AuditRecord, AuditSink, RejectedAttempt, RunCreated, TransitionEvent
+from .._events import (
+    AuditRecord,
+    AuditSink,
+    CallbackAttempt,
+    RejectedAttempt,
+    RunCreated,
+    TransitionEvent,
+    record_from_dict,
+)
 from .._lifecycle import Lifecycle
 from .._machine import apply_trigger
 from .._run import TERMINAL_STATUSES, Run, RunStatus, StopReason
@@ -309,7 +317,19 @@ class StoreCore:
         now_us = to_us(now)
         return Lease(now_us + self._lease_us, now_us)
 
-    def _new_row(self, run: Run) -> tuple[RunRow, RunCreated]:
+    def _new_row(self, run: Run, *, built: bool = False) -> tuple[RunRow, RunCreated]:
+        """The row and creation record of a new run; ``built``: it comes from ``Lifecycle.build``."""
+        if not built:
+            self._check_new(run)
+        for field in ("id", "agent_id", "conversation_id"):
+            _check_storable(field, getattr(run, field))
+        wire = to_json(run)
+        row = new_row(run, origin=self._origin, lease=self._lease_from(self._now()), wire=wire)
+        created = RunCreated(run_id=run.id, agent_id=run.agent_id, at=run.created_at, run=wire)
+        return row, created
+
+    @staticmethod
+    def _check_new(run: Run) -> None:
         if not isinstance(run, Run):
             raise InvalidRunInput(
                 "run", f"create takes a Run (see create_run), got {type(run).__name__}"
@@ -327,13 +347,6 @@ class StoreCore:
         if run.callback_url is not None:
             check_callback_url(run.callback_url, InvalidRunInput)
         check_consistency(run, InvalidRunInput)
-        for field in ("id", "agent_id", "conversation_id"):
-            _check_storable(field, getattr(run, field))
-        row = new_row(run, origin=self._origin, lease=self._lease_from(self._now()))
-        created = RunCreated(
-            run_id=run.id, agent_id=run.agent_id, at=run.created_at, run=to_json(run)
-        )
-        return row, created
 
     def _decode(self, row: RunRow) -> Run:
         return decode_run(row, origin=self._origin)
@@ -402,11 +415,27 @@ class StoreCore:
                 run=new,
                 event=event,
                 lease=Lease(now_us + self._lease_us, now_us),
-                outbox=event is not None and new.callback_url is not None,
+                outbox=new.callback_url is not None,
                 lease_guard_us=now_us,
             )
 
         return plan
+
+    def _attempt_recorded(self, delivery: PendingDelivery, run: Run) -> Run:
+        """Report a recorded callback attempt (after its commit), so replay sees it too."""
+        assert run.callback_sent_at is not None
+        self._lifecycle.report(
+            CallbackAttempt(
+                run_id=run.id,
+                agent_id=run.agent_id,
+                webhook_id=delivery.webhook_id,
+                attempt=delivery.attempts + 1,
+                at=run.callback_sent_at,
+                status_code=run.callback_status_code,
+                error=run.callback_error,
+            )
+        )
+        return run
 
     def _finish(self, plan: Plan) -> Run:
         if plan.event is not None:
@@ -416,10 +445,6 @@ class StoreCore:
                 self._lifecycle.report(plan.rejection)
             raise plan.error
         return plan.run
-
-    def _report_all(self, records: Iterable[AuditRecord]) -> None:
-        for record in records:
-            self._lifecycle.report(record)
 
     def _heartbeat_lease(self) -> Lease:
         return self._lease_from(self._now())
@@ -481,8 +506,6 @@ class StoreCore:
 
     @staticmethod
     def _events(records: tuple[list[tuple[int, str]], Any]) -> list[TransitionEvent]:
-        from .._events import record_from_dict
-
         events: list[TransitionEvent] = []
         for seq, body in records[0]:
             if seq > 0:
@@ -495,8 +518,6 @@ class StoreCore:
     def _history(
         records: tuple[list[tuple[int, str]], list[tuple[int, int, str]]],
     ) -> list[AuditRecord]:
-        from .._events import record_from_dict
-
         # A rejection seen at version v came after event v and before event v + 1.
         keyed: list[tuple[int, int, int, str]] = [(seq, 0, 0, body) for seq, body in records[0]]
         keyed.extend((version, 1, rid, body) for version, rid, body in records[1])

@@ -103,17 +103,17 @@ class RunRow:
 RUN_COLUMNS: tuple[str, ...] = tuple(field.name for field in attrs.fields(RunRow))
 
 
-def encode_document(run: Run) -> str:
-    """The run's wire form without the callback fields, as compact JSON."""
-    data = to_json(run)
+def encode_document(run: Run, wire: dict[str, Any] | None = None) -> str:
+    """The run's wire form (``wire`` when already made) without the callback fields, as JSON."""
+    data = to_json(run) if wire is None else dict(wire)
     for name in CALLBACK_FIELDS:
         del data[name]
     # ASCII escapes keep any string a caller managed to put in metadata storable as text.
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
-def new_row(run: Run, *, origin: str, lease: Lease) -> RunRow:
-    """The row that stores ``run`` as it is now."""
+def new_row(run: Run, *, origin: str, lease: Lease, wire: dict[str, Any] | None = None) -> RunRow:
+    """The row that stores ``run`` as it is now (``wire``: its ``to_json``, when at hand)."""
     sent = run.callback_sent_at
     return RunRow(
         id=run.id,
@@ -126,7 +126,7 @@ def new_row(run: Run, *, origin: str, lease: Lease) -> RunRow:
         version=run.version,
         lease_expires_us=lease.expires_us,
         lease_renewed_us=lease.renewed_us,
-        document=encode_document(run),
+        document=encode_document(run, wire),
         callback_sent_at_us=None if sent is None else to_us(sent),
         callback_status_code=run.callback_status_code,
         callback_error=run.callback_error,
@@ -139,8 +139,12 @@ def _optional_datetime(value: Any) -> datetime | None:
     return None if value is None else parse_datetime(value)
 
 
-def decode_run(row: RunRow, *, origin: str | None = None) -> Run:
-    """The ``Run`` a row holds; its monotonic reading only when ``origin`` wrote it."""
+def decode_run(row: RunRow, *, origin: str | None = None, check: bool = True) -> Run:
+    """The ``Run`` a row holds; its monotonic reading only when ``origin`` wrote it.
+
+    ``check=False`` skips the state invariants, for a row read inside the store's
+    own transition (the pure core is about to judge that run anyway).
+    """
     try:
         doc = json.loads(row.document)
         config = doc.get("request_config")
@@ -170,7 +174,8 @@ def decode_run(row: RunRow, *, origin: str | None = None) -> Run:
             if origin is not None and row.origin == origin
             else None,
         )
-        check_consistency(run, InvalidRunDocument)
+        if check:
+            check_consistency(run, InvalidRunDocument)
     except Exception as exc:  # any decoding failure means the row was damaged outside the library
         raise StoreError(
             f"the stored record of run {row.id!r} is damaged and cannot be read ({exc})"

@@ -167,7 +167,7 @@ class SQLBackend(BackendBase):
 
         def body(cursor: Any) -> Plan:
             row = self._select(cursor, run_id)
-            plan = planner(decode_run(row, origin=origin), row.lease)
+            plan = planner(decode_run(row, origin=origin, check=False), row.lease)
             if plan.rejection is not None:
                 rejection = plan.rejection
                 cursor.execute(

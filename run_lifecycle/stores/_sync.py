@@ -9,7 +9,9 @@ threads: all state lives in the database (or behind the memory backend's lock).
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -26,6 +28,9 @@ from ._outbox import PendingDelivery
 __all__ = ["RunStore", "open_store"]
 
 _T = TypeVar("_T")
+
+#: Connections a store keeps between calls (more run at once are borrowed from the pool).
+_IDLE_CONNECTIONS = 4
 
 
 class RunStore(StoreCore):
@@ -57,6 +62,8 @@ class RunStore(StoreCore):
         self._target = target
         self._engine: Any = target.engine
         self._errors = target.errors
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
         if self._engine is not None:
             self._call(self._backend.setup)
 
@@ -66,28 +73,62 @@ class RunStore(StoreCore):
         self._check_open()
         if self._engine is None:
             return operation(None, *args)
+        raw = self._checkout()
         try:
-            raw = self._engine.raw_connection()
+            result = operation(raw.dbapi_connection, *args)
+        except RunLifecycleError:
+            self._checkin(raw)  # refused by the library: the transaction was rolled back
+            raise
+        except BaseException as exc:
+            self._discard(raw, exc)
+            if isinstance(exc, self._errors):
+                raise StoreError(f"the store {self._description} failed: {reason(exc)}") from exc
+            raise
+        self._checkin(raw)
+        return result
+
+    def _checkout(self) -> Any:
+        # Connections are kept checked out between calls, in a LIFO list (``pop`` and
+        # ``append`` are atomic), so a call costs no pool checkout: the pool is only asked
+        # when more calls run at once than ever before. A forked child never reuses them.
+        if self._pid == os.getpid():
+            try:
+                return self._idle.pop()
+            except IndexError:
+                pass
+        else:
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._engine.raw_connection()
         except RunLifecycleError:
             raise
         except self._errors as exc:
             raise StoreError(f"cannot connect to {self._description}: {reason(exc)}") from exc
-        try:
-            return operation(raw.dbapi_connection, *args)
-        except RunLifecycleError:
-            raise
-        except self._errors as exc:
-            if self._engine.dialect.is_disconnect(exc, raw.dbapi_connection, None):
+
+    def _checkin(self, raw: Any) -> None:
+        if len(self._idle) < _IDLE_CONNECTIONS and not self._closed:
+            self._idle.append(raw)
+        else:
+            raw.close()
+
+    def _discard(self, raw: Any, exc: BaseException) -> None:
+        # After an unexpected error the connection goes back to the pool, which resets it,
+        # or is dropped altogether when the error says it is broken.
+        with suppress(Exception):
+            if isinstance(exc, Exception) and self._engine.dialect.is_disconnect(
+                exc, raw.dbapi_connection, None
+            ):
                 raw.invalidate()
-            raise StoreError(f"the store {self._description} failed: {reason(exc)}") from exc
-        finally:
             raw.close()
 
     # -- runs ----------------------------------------------------------------------------------
 
     def create(self, run: Run) -> Run:
         """Store a new run (and its creation record); ``RunAlreadyExists`` if the id is taken."""
-        row, created = self._new_row(run)
+        return self._insert(run, built=False)
+
+    def _insert(self, run: Run, *, built: bool) -> Run:
+        row, created = self._new_row(run, built=built)
         self._call(self._backend.insert, row, created)
         self._lifecycle.report(created)
         return run
@@ -105,7 +146,7 @@ class RunStore(StoreCore):
         callback_url: str | None = None,
     ) -> Run:
         """Build a run from Letta's creation fields (validated) and store it."""
-        return self.create(
+        return self._insert(
             self._lifecycle.build(
                 agent_id=agent_id,
                 id=id,
@@ -115,7 +156,8 @@ class RunStore(StoreCore):
                 metadata=metadata,
                 request_config=request_config,
                 callback_url=callback_url,
-            )
+            ),
+            built=True,
         )
 
     def get(self, run_id: str) -> Run:
@@ -223,7 +265,7 @@ class RunStore(StoreCore):
         row = self._call(
             self._backend.record_attempt, delivery.run_id, delivery.seq, callback, next_us
         )
-        return self._decode(row)
+        return self._attempt_recorded(delivery, self._decode(row))
 
     def pending_deliveries(self) -> builtins.list[PendingDelivery]:
         """Every unfinished delivery, due first."""
@@ -237,6 +279,9 @@ class RunStore(StoreCore):
             return
         self._closed = True
         self._backend.close()
+        while self._idle:
+            with suppress(Exception):
+                self._idle.pop().close()
         if self._target.owns_engine:
             self._engine.dispose()
 
