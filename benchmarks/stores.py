@@ -320,20 +320,20 @@ def _postgres(url: str, *, ops: int, rounds: int) -> Figure:
     )
 
 
-def _throughput(store: RunStore, workers: int, per_worker: int) -> float:
-    """Lifecycles per second with ``workers`` threads, each doing ``per_worker`` of its own."""
-    batch = store_batch(store)
+def _throughput(batches: list[Callable[[int], object]], per_worker: int) -> float:
+    """Lifecycles per second with one thread per batch, each doing ``per_worker`` of its own."""
+    workers = len(batches)
     start_line = threading.Barrier(workers + 1)
     errors: list[BaseException] = []
 
-    def work() -> None:
+    def work(batch: Callable[[int], object]) -> None:
         start_line.wait()
         try:
             batch(per_worker)
         except BaseException as exc:  # reported after join: a benchmark must not hang
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    threads = [threading.Thread(target=work, args=(b,), daemon=True) for b in batches]
     for thread in threads:
         thread.start()
     start_line.wait()
@@ -347,37 +347,64 @@ def _throughput(store: RunStore, workers: int, per_worker: int) -> float:
 
 
 def _postgres_scaling(url: str, *, per_worker: int, rounds: int) -> list[Figure]:
+    """The store with 1, 2, 4, 8 threads (one shared store), and raw psycopg the same way.
+
+    The raw side (a connection per thread) says how far the database itself
+    scales on this machine, so a flat store curve can be told from a flat server.
+    """
+    import psycopg
+
     counts = (1, 2, 4, 8)
-    schema = f"bench_scale_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    schema, raw_schema = f"bench_scale_{tag}", f"bench_scale_raw_{tag}"
     rates: dict[int, list[float]] = {n: [] for n in counts}
+    raw_rates: dict[int, list[float]] = {n: [] for n in counts}
+    connections: list[Any] = []
     try:
         store = open_store(url, schema=schema)
+        open_store(url, schema=raw_schema).close()
+        statements = Statements(Tables(raw_schema), compile_dialect("postgresql"))
         try:
+            for _ in range(max(counts)):
+                connections.append(psycopg.connect(_psycopg_url(url)))
+            raws = [RawLifecycles(conn, statements, sqlite=False).batch for conn in connections]
             store_batch(store)(max(1, per_worker // 4))  # warm the pool and the caches
             for _ in range(rounds):  # interleaved, like the pairs: 1 2 4 8 1 2 4 8 ...
                 for n in counts:
-                    rates[n].append(_throughput(store, n, per_worker))
+                    rates[n].append(_throughput([store_batch(store)] * n, per_worker))
+                    raw_rates[n].append(_throughput(raws[:n], per_worker))
         finally:
+            for conn in connections:
+                conn.close()
             store.close()
     finally:
-        _drop_schemas(_psycopg_url(url), [schema])
+        _drop_schemas(_psycopg_url(url), [schema, raw_schema])
     one = statistics.median(rates[1])
     figures = []
     for n in counts:
         # Each round's rate against the same round's single-thread rate, then the median.
         ratios = [r / base for r, base in zip(rates[n], rates[1], strict=True)]
-        value = statistics.median(ratios)
+        raw_ratios = [r / base for r, base in zip(raw_rates[n], raw_rates[1], strict=True)]
         median = statistics.median(rates[n])
+        raw_median = statistics.median(raw_rates[n])
         figures.append(
             Figure(
                 group="stores",
-                name=f"PostgreSQL store, {n} worker thread{'s' if n > 1 else ''} vs 1",
-                value=value,
+                name=f"PostgreSQL store, {n} thread{'s' if n > 1 else ''} vs 1",
+                value=statistics.median(ratios),
                 unit="x",
                 target=None if n == 1 else "> 1",
-                context=f"{median:,.0f} lifecycles/s vs {one:,.0f}/s with 1"
+                context=f"{median:,.0f} lifecycles/s vs {one:,.0f}/s with 1; raw psycopg"
+                f" {raw_median:,.0f}/s, {statistics.median(raw_ratios):.2f}x its 1-thread rate"
                 f" (median of {rounds} rounds x {per_worker} per thread)",
-                data={"workers": n, "rates": rates[n], "ratios": ratios, "per_worker": per_worker},
+                data={
+                    "workers": n,
+                    "rates": rates[n],
+                    "ratios": ratios,
+                    "raw_rates": raw_rates[n],
+                    "raw_ratios": raw_ratios,
+                    "per_worker": per_worker,
+                },
             )
         )
     return figures
@@ -391,7 +418,7 @@ def run(*, quick: bool, tiny: bool = False) -> Report:
     elif quick:
         sizes = {"sqlite": (60, 5), "pg": (15, 3), "scale": (6, 1)}
     else:
-        sizes = {"sqlite": (200, 11), "pg": (40, 7), "scale": (20, 3)}
+        sizes = {"sqlite": (200, 11), "pg": (40, 7), "scale": (30, 5)}
     with tempfile.TemporaryDirectory(prefix="run-lifecycle-bench-") as directory:
         ops, rounds = sizes["sqlite"]
         report.add(_sqlite(Path(directory), ops=ops, rounds=rounds))

@@ -26,7 +26,7 @@ from ._events import (
 )
 from ._lifecycle import Lifecycle, new_run_id
 from ._machine import TRIGGERS, apply_trigger
-from ._run import MessageType, RequestConfig, Run, RunStatus, StopReason
+from ._run import MessageType, RequestConfig, Run, RunFields, RunStatus, StopReason
 from .exceptions import (
     AuditError,
     CallbackURLRejected,
@@ -76,6 +76,7 @@ __all__ = [
     "Run",
     "RunAlreadyExists",
     "RunCreated",
+    "RunFields",
     "RunLifecycleError",
     "RunNotFound",
     "RunStatus",

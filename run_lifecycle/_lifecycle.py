@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import structlog
 
@@ -17,7 +17,7 @@ from . import _capture
 from ._clock import Clock, SystemClock
 from ._events import AuditRecord, AuditSink, RejectedAttempt, RunCreated, TransitionEvent
 from ._machine import apply_trigger
-from ._run import RequestConfig, Run, StopReason
+from ._run import RequestConfig, Run, RunFields, StopReason
 from ._validate import (
     check_callback_url,
     check_consistency,
@@ -123,49 +123,31 @@ class Lifecycle:
 
     # -- creation ----------------------------------------------------------------------------
 
-    def create(
-        self,
-        *,
-        agent_id: str,
-        id: str | None = None,
-        conversation_id: str | None = None,
-        base_template_id: str | None = None,
-        background: bool | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        request_config: RequestConfig | Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-    ) -> Run:
-        """A new ``created`` run; every argument is validated (``InvalidRunInput`` names the field)."""
-        run = self.build(
-            agent_id=agent_id,
-            id=id,
-            conversation_id=conversation_id,
-            base_template_id=base_template_id,
-            background=background,
-            metadata=metadata,
-            request_config=request_config,
-            callback_url=callback_url,
-        )
+    def create(self, **fields: Unpack[RunFields]) -> Run:
+        """A new ``created`` run from Letta's creation fields, validated and reported.
+
+        Every field is checked (``InvalidRunInput`` names the one at fault) and
+        the creation goes to structlog and the audit sink.
+        """
+        run = self.build(**fields)
         self.report(
             RunCreated(run_id=run.id, agent_id=run.agent_id, at=run.created_at, run=to_json(run))
         )
         return run
 
-    def build(
-        self,
-        *,
-        agent_id: str,
-        id: str | None = None,
-        conversation_id: str | None = None,
-        base_template_id: str | None = None,
-        background: bool | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        request_config: RequestConfig | Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-    ) -> Run:
+    def build(self, **fields: Unpack[RunFields]) -> Run:
         """Validate and build a new run without reporting it (stores report after commit)."""
+        unknown = sorted(set(fields) - set(RunFields.__annotations__))
+        if unknown:
+            raise InvalidRunInput(unknown[0], "is not a creation field of a Letta run")
+        if "agent_id" not in fields:
+            raise InvalidRunInput("agent_id", "is required")
+        id = fields.get("id")
+        background = fields.get("background")
+        metadata = fields.get("metadata")
+        callback_url = fields.get("callback_url")
         run_id = new_run_id() if id is None else check_id(id, InvalidRunInput)
-        check_non_empty("agent_id", agent_id, InvalidRunInput)
+        agent_id = check_non_empty("agent_id", fields["agent_id"], InvalidRunInput)
         if background is not None and not isinstance(background, bool):
             raise InvalidRunInput(
                 "background", f"must be a bool or None, got {type(background).__name__}"
@@ -183,11 +165,11 @@ class Lifecycle:
             id=run_id,
             agent_id=agent_id,
             created_at=self.clock.now(),
-            conversation_id=_optional_str("conversation_id", conversation_id),
-            base_template_id=_optional_str("base_template_id", base_template_id),
+            conversation_id=_optional_str("conversation_id", fields.get("conversation_id")),
+            base_template_id=_optional_str("base_template_id", fields.get("base_template_id")),
             background=background,
             metadata=meta,
-            request_config=_request_config(request_config),
+            request_config=_request_config(fields.get("request_config")),
             callback_url=callback_url,
             created_monotonic_ns=self.clock.monotonic_ns(),
         )

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import operator
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import attrs
 
@@ -20,6 +21,7 @@ __all__ = [
     "MessageType",
     "RequestConfig",
     "Run",
+    "RunFields",
     "RunStatus",
     "StopReason",
 ]
@@ -197,3 +199,16 @@ def evolve_run(run: Run, **changes: Any) -> Run:
     except KeyError as exc:
         raise TypeError(f"Run has no field {exc.args[0]!r}") from None
     return Run(*values)
+
+
+class RunFields(TypedDict, total=False):
+    """Letta's creation fields, as ``Lifecycle.create`` and ``store.create_run`` take them."""
+
+    agent_id: Required[str]
+    id: str | None
+    conversation_id: str | None
+    base_template_id: str | None
+    background: bool | None
+    metadata: Mapping[str, Any] | None
+    request_config: RequestConfig | Mapping[str, Any] | None
+    callback_url: str | None

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Unpack
 
 from .._clock import Clock
 from .._events import AuditRecord, AuditSink, TransitionEvent
-from .._run import RequestConfig, Run, RunStatus, StopReason
+from .._run import Run, RunFields, RunStatus, StopReason
 from ..exceptions import RunLifecycleError, StoreError
 from ._base import DEFAULT_CLAIM_LEASE, DEFAULT_LEASE, StoreCore, check_aware, check_run_id
 from ._codec import from_us, to_us
@@ -98,30 +98,10 @@ class AsyncRunStore(StoreCore):
         self._lifecycle.report(created)
         return run
 
-    async def create_run(
-        self,
-        *,
-        agent_id: str,
-        id: str | None = None,
-        conversation_id: str | None = None,
-        base_template_id: str | None = None,
-        background: bool | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        request_config: RequestConfig | Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-    ) -> Run:
+    async def create_run(self, **fields: Unpack[RunFields]) -> Run:
         """Build a run from Letta's creation fields (validated) and store it."""
         return await self._insert(
-            self._lifecycle.build(
-                agent_id=agent_id,
-                id=id,
-                conversation_id=conversation_id,
-                base_template_id=base_template_id,
-                background=background,
-                metadata=metadata,
-                request_config=request_config,
-                callback_url=callback_url,
-            ),
+            self._lifecycle.build(**fields),
             built=True,
         )
 
