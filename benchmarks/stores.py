@@ -19,7 +19,8 @@ the same statement sequence, so the baseline cannot drift from the store.
 PostgreSQL runs when ``RUN_LIFECYCLE_POSTGRES_URL`` is set (skipped with a
 note otherwise); its schemas are dropped afterwards. Then the store is driven
 by 1, 2, 4 and 8 threads at once, each with its own runs, and the throughput
-of each is given as a multiple of one thread's.
+of each is given as a multiple of one thread's, with raw psycopg (a connection
+per thread) measured the same way beside it: how far the server itself scales.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -320,7 +321,7 @@ def _postgres(url: str, *, ops: int, rounds: int) -> Figure:
     )
 
 
-def _throughput(batches: list[Callable[[int], object]], per_worker: int) -> float:
+def _throughput(batches: Sequence[Callable[[int], object]], per_worker: int) -> float:
     """Lifecycles per second with one thread per batch, each doing ``per_worker`` of its own."""
     workers = len(batches)
     start_line = threading.Barrier(workers + 1)
