@@ -6,7 +6,7 @@ canceller thread stands for the web handler serving "cancel" requests: for
 some runs it fires ``cancel`` at the very moment the worker fires ``complete``
 (both released by one barrier), so the store's compare-and-set decides who
 wins, and the loser gets a typed error. A few workers "crash" and leave their
-run running; the reaper fails those at the end, as of the end of their lease.
+run running; once their (short) lease has run out, the reaper fails those runs.
 
 The plan (which run does what, with which stop reason and delays) comes from
 the seed, run by run, so it does not depend on thread scheduling; who wins a
@@ -31,7 +31,13 @@ from ._machine import ENTERED_BY
 from ._run import Run, RunStatus, StopReason
 from .exceptions import TransitionError
 
-__all__ = ["DemoResult", "Scenario", "percentile", "plan_run", "run_demo"]
+__all__ = ["DEMO_LEASE", "DemoResult", "Scenario", "percentile", "plan_run", "run_demo"]
+
+#: The lease the demo's store gives runs: short, so the crashed workers' runs are reaped while
+#: a person watches. Accepted transitions renew it, so the runs being driven never expire.
+DEMO_LEASE = timedelta(seconds=2)
+#: The longest the demo waits for a lease to run out before reaping.
+MAX_DEMO_WAIT = timedelta(seconds=10)
 
 _COMPLETIONS = [StopReason.END_TURN] * 8 + [StopReason.MAX_STEPS, StopReason.TOOL_RULE]
 _FAILURES = [r for r in StopReason if r.run_status is RunStatus.FAILED]
@@ -111,7 +117,7 @@ class DemoResult:
     callbacks: dict[str, int] | None = None
     store: str = ""
     elapsed_s: float = 0.0
-    reap_offset: timedelta = timedelta(0)
+    left_running: int = 0
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     def count_rejection(self, exc: TransitionError) -> None:
@@ -144,6 +150,7 @@ class DemoResult:
                 "lost": self.races,
             },
             "reaped": self.reaped,
+            "left_running": self.left_running,
             "ttft_ms": _percentiles_ms(ttft),
             "total_duration_ms": _percentiles_ms(total),
         }
@@ -216,7 +223,21 @@ def run_demo(
             return None
         return run
 
+    failures: list[BaseException] = []
+
     def worker() -> None:
+        try:
+            work_through()
+        except BaseException as exc:  # surfaced in the caller's thread, never a silent traceback
+            with lock:
+                failures.append(exc)
+            while True:  # stop the other workers too
+                try:
+                    work.get_nowait()
+                except queue.Empty:
+                    break
+
+    def work_through() -> None:
         while (index := work.get()) is not None:
             plan = plans[index]
             run = store.create_run(
@@ -241,14 +262,19 @@ def run_demo(
         thread.join()
     canceller.requests.put(None)
     canceller.join()
+    if failures:
+        raise failures[0]
     result.races_won_by_cancel = len(canceller.won)
     result.races_won_by_complete = result.races - result.races_won_by_cancel
 
-    # The crashed workers never come back: the reaper fails their runs once the lease is over.
+    # The crashed workers never come back: once their lease has run out (in real time), the
+    # reaper fails their runs. Only runs whose own lease expired are touched, so other runtimes
+    # sharing the database keep theirs.
     lease: timedelta = getattr(store, "lease", timedelta(minutes=5))
-    result.reap_offset = lease + timedelta(seconds=1)
-    reaped = store.reap(now=store.lifecycle.clock.now() + result.reap_offset)
-    result.reaped = len(reaped)
+    if crashed and lease <= MAX_DEMO_WAIT:
+        time.sleep(lease.total_seconds() + 0.2)
+        result.reaped = len(store.reap())
+    result.left_running = len(crashed) - result.reaped
     result.run_ids = [run_id for run_id in ids if run_id is not None]
     result.elapsed_s = time.perf_counter() - started
     return result

@@ -175,6 +175,11 @@ def from_json(data: object, *, version: int = 0) -> Run:
     check_non_empty("agent_id", data["agent_id"], InvalidRunDocument)
     if data.get("callback_url") is not None:
         check_callback_url(data["callback_url"], InvalidRunDocument)
+    config = data.get("request_config")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidRunDocument(
+            "request_config", f"expected an object or null, got {type(config).__name__}"
+        )
     try:
         run: Run = converter.structure(data, Run)
     except InvalidRunDocument:

@@ -863,3 +863,20 @@ def test_a_missing_postgres_url_skips_locally_and_fails_under_ci(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match=POSTGRES_ENV):
         postgres_url()
+
+
+def test_a_handed_in_engine_keeps_its_pool_for_the_application(tmp_path: Path) -> None:
+    """A store on the application's engine returns every connection to its pool after a call."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(
+        f"sqlite:///{tmp_path / 'app.db'}", pool_size=1, max_overflow=0, pool_timeout=5
+    )
+    try:
+        with open_store(engine) as store:
+            run = store.create_run(agent_id="agent-1")
+            store.apply(run.id, "start")
+            with engine.connect() as connection:  # would time out if the store held it
+                assert connection.exec_driver_sql("select 1").scalar() == 1
+    finally:
+        engine.dispose()

@@ -9,12 +9,13 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .._demo import run_demo
+from .._demo import DEMO_LEASE, run_demo
 from .._events import AuditRecord, AuditSink, CallbackAttempt
+from .._validate import check_callback_url
+from ..exceptions import InvalidRunInput
 from ..serialization import dumps
 
 __all__ = ["register"]
@@ -94,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
             log = stack.enter_context(AuditLog(args.audit))
         tally = CallbackTally(log)
-        store = stack.enter_context(open_store(args.db, audit=tally))
+        if args.callback_url is not None:
+            check_callback_url(args.callback_url, InvalidRunInput)
+        store = stack.enter_context(open_store(args.db, audit=tally, lease=DEMO_LEASE))
         callback_url = args.callback_url
         receiver = None
         if args.callbacks == "local":
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=advance,
             )
         if deliverer is not None:
-            _drain(store, deliverer, result.reap_offset)
+            _drain(store, deliverer)
             result.callbacks = tally.summary(pending=len(store.pending_deliveries()))
             if receiver is not None:
                 result.callbacks["receiver_duplicates"] = receiver.duplicates
@@ -146,11 +149,11 @@ def _deliverer(store: Any, secret: str | None) -> Any:
     return Deliverer(store, secret=secret, timeout=2.0, retry=retry)
 
 
-def _drain(store: Any, deliverer: Any, reap_offset: timedelta, timeout: float = 60.0) -> None:
-    """Deliver what is still pending (the reaped runs' callbacks fall due at the reap time)."""
+def _drain(store: Any, deliverer: Any, timeout: float = 30.0) -> None:
+    """Deliver what is still pending, retries included, for at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while store.pending_deliveries() and time.monotonic() < deadline:
-        deliverer.run_once(now=store.lifecycle.clock.now() + reap_offset)
+        deliverer.run_once()
         time.sleep(0.05)
 
 

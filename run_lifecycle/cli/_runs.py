@@ -13,6 +13,16 @@ from ..serialization import format_datetime, to_json
 __all__ = ["register"]
 
 
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "runs", help="list and show the runs in a store", description="Inspect the runs in a store."
@@ -39,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing.add_argument("--agent-id", help="only this agent's runs")
     listing.add_argument("--active", action="store_true", help="only created and running runs")
     listing.add_argument(
-        "--limit", type=int, default=50, help="at most this many runs, 1-1000 (default: 50)"
+        "--limit", type=_limit, default=50, help="at most this many runs, 1-1000 (default: 50)"
     )
     listing.add_argument("--before", metavar="RUN_ID", help="runs created before this run (older)")
     listing.add_argument("--after", metavar="RUN_ID", help="runs created after this run (newer)")
@@ -99,7 +109,8 @@ def run_list(args: argparse.Namespace) -> int:
             )
         return 0
     table = Table(title=f"{len(runs)} runs", title_justify="left")
-    for column in ("id", "agent", "status", "stop reason", "created", "ttft ms", "total ms"):
+    table.add_column("id", no_wrap=True)  # whole, so it can be copied into `runs show`
+    for column in ("agent", "status", "stop reason", "created", "ttft ms", "total ms"):
         table.add_column(column, overflow="fold")
     for run in runs:
         table.add_row(
@@ -107,7 +118,7 @@ def run_list(args: argparse.Namespace) -> int:
             run.agent_id,
             run.status.value,
             run.stop_reason.value if run.stop_reason else "",
-            format_datetime(run.created_at),
+            run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             _ms(run.ttft_ns),
             _ms(run.total_duration_ns),
         )

@@ -106,7 +106,9 @@ class RunStore(StoreCore):
             raise StoreError(f"cannot connect to {self._description}: {reason(exc)}") from exc
 
     def _checkin(self, raw: Any) -> None:
-        if len(self._idle) < _IDLE_CONNECTIONS and not self._closed:
+        # Only a store that owns its engine keeps connections between calls: an engine handed
+        # in is the application's, and its pool (size, pre-ping, recycle) must stay its own.
+        if self._target.owns_engine and len(self._idle) < _IDLE_CONNECTIONS and not self._closed:
             self._idle.append(raw)
         else:
             raw.close()
