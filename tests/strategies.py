@@ -6,6 +6,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 from run_lifecycle import (
@@ -94,6 +95,15 @@ def reachable_runs(draw: st.DrawFn, *, fresh_process: bool | None = None) -> Run
         else:
             with contextlib.suppress(RunLifecycleError):
                 run = lc.apply(run, value, stop_reason=reason)[0]
+    if run.is_terminal and run.callback_url is not None and draw(st.booleans()):
+        # A deliverer recorded an attempt, as a store does after the terminal transition.
+        assert run.completed_at is not None
+        run = attrs.evolve(
+            run,
+            callback_sent_at=run.completed_at + timedelta(seconds=draw(st.integers(0, 10**6))),
+            callback_status_code=draw(st.none() | st.integers(100, 599)),
+            callback_error=draw(st.none() | st.text(max_size=30)),
+        )
     return run
 
 

@@ -125,10 +125,10 @@ def _process_writer(
 
 
 def test_processes_racing_on_one_sqlite_file_leave_exactly_one_winner(tmp_path: Path) -> None:
-    """8 processes sharing one SQLite file fire terminal triggers at each of 60 runs at once."""
+    """8 processes sharing one SQLite file fire terminal triggers at each of 200 runs at once."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     with open_store(url) as store:
-        runs = [store.apply(store.create_run(agent_id="a").id, "start") for _ in range(60)]
+        runs = [store.apply(store.create_run(agent_id="a").id, "start") for _ in range(200)]
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(WRITERS)
     results = context.Queue()

@@ -74,7 +74,7 @@ def open_existing(url: str) -> Any:
     from ..stores import open_store
 
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
         if not path.is_file():
             raise StoreError(f"no database at {path} (run `run-lifecycle demo --db {url}` first)")
     return open_store(url)
