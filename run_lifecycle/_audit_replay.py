@@ -25,7 +25,7 @@ import attrs
 from ._events import AuditRecord, CallbackAttempt, RejectedAttempt, RunCreated, TransitionEvent
 from ._machine import apply_trigger
 from ._run import Run, RunStatus
-from ._validate import check_consistency, check_metadata, json_safe_copy
+from ._validate import check_consistency
 from .exceptions import InvalidRunDocument, ReplayError, RunLifecycleError
 from .serialization import from_json, parse_datetime
 
@@ -207,9 +207,18 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
         raise _fault(
             event, line, f"it leaves {event.from_status} but the run is {run.status.value}"
         )
+    # An error message recorded in the metadata is handed back to the machine, so the changes
+    # it computes are the ones the original transition made (``fail`` sets metadata["error"]).
+    metadata = event.changes.get("metadata")
+    error = metadata.get("error") if isinstance(metadata, dict) else None
     try:
         new, computed = apply_trigger(
-            run, event.trigger, now=event.at, monotonic_ns=0, stop_reason=event.stop_reason
+            run,
+            event.trigger,
+            now=event.at,
+            monotonic_ns=0,
+            stop_reason=event.stop_reason,
+            error=error,
         )
     except RunLifecycleError as exc:
         raise _fault(event, line, f"the machine refuses it: {exc}") from None
@@ -225,7 +234,7 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
             f" {computed.to_status} ({computed.stop_reason})",
         )
     keys, expected = set(event.changes), set(computed.changes)
-    if keys != expected and not (event.trigger == "fail" and keys == expected | {"metadata"}):
+    if keys != expected:
         raise _fault(
             event,
             line,
@@ -233,7 +242,7 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
             f" {', '.join(sorted(expected))}",
         )
     try:
-        fields = _recorded_fields(run, event.changes, computed.changes)
+        fields = _recorded_fields(event.changes, computed.changes)
         new = attrs.evolve(new, **fields)
         check_consistency(new, InvalidRunDocument)
     except (InvalidRunDocument, TypeError, ValueError) as exc:
@@ -241,13 +250,11 @@ def _apply(run: Run, event: TransitionEvent, line: int) -> Run:
     return new
 
 
-def _recorded_fields(
-    run: Run, recorded: dict[str, Any], computed: dict[str, Any]
-) -> dict[str, Any]:
-    """The values the event recorded, typed; status and stop reason must be the machine's."""
+def _recorded_fields(recorded: dict[str, Any], computed: dict[str, Any]) -> dict[str, Any]:
+    """The times and durations the event recorded, typed; the rest must be the machine's."""
     fields: dict[str, Any] = {}
     for key, value in recorded.items():
-        if key in ("status", "stop_reason"):
+        if key in ("status", "stop_reason", "metadata"):  # the machine already set these on ``new``
             if value != computed[key]:
                 raise ValueError(f"{key} is {value!r}, the machine sets {computed[key]!r}")
         elif key == "completed_at":
@@ -256,18 +263,4 @@ def _recorded_fields(
             if type(value) is not int or value < 0:
                 raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
             fields[key] = value
-        elif key == "metadata":
-            fields[key] = _failed_metadata(run, value)
     return fields
-
-
-def _failed_metadata(run: Run, value: object) -> dict[str, Any]:
-    """``fail`` keeps the metadata and adds ``error``: anything else is not what fail records."""
-    if not isinstance(value, dict) or not isinstance(value.get("error"), str):
-        raise ValueError("metadata must be an object with the error message under 'error'")
-    check_metadata(value, InvalidRunDocument)
-    before = {k: v for k, v in (run.metadata or {}).items() if k != "error"}
-    if {k: v for k, v in value.items() if k != "error"} != before:
-        raise ValueError("metadata changes more than 'error'")
-    copied: dict[str, Any] = json_safe_copy(value)
-    return copied

@@ -93,33 +93,26 @@ class Lifecycle:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def _log(self) -> Any:
-        if self._explicit_logger:
-            return self._logger
-        if not structlog.is_configured():
-            return None
-        if self._logger is None:
-            self._logger = structlog.get_logger(_LOGGER_NAME)
-        return self._logger
-
     def report(self, record: AuditRecord) -> None:
         """Send one record to structlog (when configured) and to the audit sink."""
-        if not self._explicit_logger and not structlog.is_configured():
-            logger = None  # the common case, decided without a call to _log()
-        else:
-            logger = self._log()
-        if logger is not None:
-            data = record.to_dict()
-            kind = data.pop("kind")
-            if kind == "rejected":
-                logger.warning("run.transition_rejected", **data)
-            else:
-                logger.info(f"run.{kind}", **data)
+        if self._explicit_logger or structlog.is_configured():
+            self._log(record)
         audit = self.audit
         if audit is not None:
             audit.write(record)
         for sink in _capture.ACTIVE:  # testing.capture_audit(); an empty tuple otherwise
             sink.write(record)
+
+    def _log(self, record: AuditRecord) -> None:
+        logger = self._logger
+        if logger is None:  # bound on first use, so an application may configure structlog later
+            logger = self._logger = structlog.get_logger(_LOGGER_NAME)
+        data = record.to_dict()
+        kind = data.pop("kind")
+        if kind == "rejected":
+            logger.warning("run.transition_rejected", **data)
+        else:
+            logger.info(f"run.{kind}", **data)
 
     # -- creation ----------------------------------------------------------------------------
 

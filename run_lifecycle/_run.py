@@ -152,28 +152,6 @@ class Run:
         return self.status in TERMINAL_STATUSES
 
 
-#: The names of the 17 wire fields, in the schema's order.
-WIRE_FIELDS: tuple[str, ...] = (
-    "id",
-    "status",
-    "created_at",
-    "completed_at",
-    "agent_id",
-    "conversation_id",
-    "base_template_id",
-    "background",
-    "metadata",
-    "request_config",
-    "stop_reason",
-    "callback_url",
-    "callback_sent_at",
-    "callback_status_code",
-    "callback_error",
-    "ttft_ns",
-    "total_duration_ns",
-)
-
-
 _FIELDS: tuple[attrs.Attribute[Any], ...] = tuple(attrs.fields(Run))
 if not all(f.init and f.alias == f.name and not f.kw_only for f in _FIELDS):
     raise TypeError(

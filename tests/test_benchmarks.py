@@ -7,11 +7,10 @@ import math
 import re
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,12 +18,7 @@ from hypothesis import strategies as st
 from benchmarks import Figure, Report, paired, ratio_figure
 from benchmarks.__main__ import BEGIN, END, main, write_markdown
 from benchmarks.engine import IMPLEMENTATIONS, Collect
-from run_lifecycle import ManualClock, Run, RunCreated, RunStatus, StopReason, TransitionEvent
-from run_lifecycle._machine import _PLANS, _decide_known, apply_trigger
-from run_lifecycle._run import evolve_run
-from run_lifecycle.exceptions import IllegalTransition
-
-from .strategies import reachable_runs
+from run_lifecycle import ManualClock, Run, RunCreated, RunStatus, TransitionEvent
 
 
 class TickingClock(ManualClock):
@@ -262,43 +256,3 @@ def test_command_writes_the_json_and_markdown_reports_and_exits_zero(
     assert len(document["figures"]) == 3 and document["command"].startswith("python -m benchmarks")
     markdown = out_md.read_text()
     assert BEGIN in markdown and END in markdown and "Machine:" in markdown
-
-
-# -- what the hot path relies on ---------------------------------------------------------------
-
-_changes = st.fixed_dictionaries(
-    {},
-    optional={
-        "status": st.sampled_from(RunStatus),
-        "stop_reason": st.none() | st.sampled_from(StopReason),
-        "ttft_ns": st.none() | st.integers(0, 2**40),
-        "version": st.integers(0, 100),
-        "metadata": st.none() | st.dictionaries(st.text(max_size=3), st.integers()),
-    },
-)
-
-
-@given(run=reachable_runs(), changes=_changes)
-def test_evolve_run_equals_attrs_evolve(run: Run, changes: dict[str, Any]) -> None:
-    """The hot path's copy gives what attrs.evolve gives, bookkeeping fields included."""
-    fast, slow = evolve_run(run, **changes), attrs.evolve(run, **changes)
-    assert fast == slow
-    assert (fast.version, fast.created_monotonic_ns) == (slow.version, slow.created_monotonic_ns)
-
-
-def test_evolve_run_refuses_an_unknown_field() -> None:
-    """Like attrs.evolve, an unknown field name is a TypeError naming it."""
-    run = Run(id="run-0123abcd", agent_id="a", created_at=datetime.now().astimezone())
-    with pytest.raises(TypeError, match="nope"):
-        evolve_run(run, nope=1)
-
-
-def test_unknown_triggers_do_not_grow_the_decision_tables() -> None:
-    """A caller's arbitrary trigger names are refused without being memoised."""
-    run = Run(id="run-0123abcd", agent_id="a", created_at=datetime.now().astimezone())
-    now = run.created_at + timedelta(seconds=1)
-    sizes = len(_PLANS), _decide_known.cache_info().currsize
-    for index in range(200):
-        with pytest.raises(IllegalTransition):
-            apply_trigger(run, f"trigger-{index}", now=now, monotonic_ns=0)
-    assert (len(_PLANS), _decide_known.cache_info().currsize) == sizes

@@ -1,15 +1,23 @@
-"""The machine: its graph matches DESIGN §3, and the memoised decisions are the live machine's."""
+"""The machine: its graph matches DESIGN §3, and the memoised hot path answers as the live machine."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import attrs
 import pytest
 
-from run_lifecycle import RunStatus, StopReason
+from run_lifecycle import IllegalTransition, InvalidStopReason, Run, RunStatus, StopReason
 from run_lifecycle._machine import (
+    _PLANS,
+    DEFAULT_STOP_REASON,
     DEFINITION,
+    ENTERED_BY,
     MACHINE,
     STOP_REASON_TRIGGERS,
     TRIGGERS,
+    _decide_known,
+    apply_trigger,
     build_machine,
     decide,
     decision_space,
@@ -17,6 +25,7 @@ from run_lifecycle._machine import (
 )
 
 TERMINAL = {"completed", "failed", "cancelled"}
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def design_oracle(
@@ -92,3 +101,67 @@ def test_terminal_states_have_no_way_out_but_the_approval_cancel() -> None:
         for source in event.transitions:
             if source in TERMINAL:
                 assert (source, trigger) == ("completed", "cancel")
+
+
+def _run_in(status: str, current: StopReason | None) -> Run:
+    """A consistent record in ``status`` with stop reason ``current``."""
+    base = Run(id="run-0123abcd-0000-4000-8000-000000000000", agent_id="a", created_at=START)
+    if status in TERMINAL:
+        return attrs.evolve(
+            base,
+            status=RunStatus(status),
+            stop_reason=current,
+            completed_at=START,
+            total_duration_ns=0,
+            version=2,
+        )
+    return attrs.evolve(base, status=RunStatus(status), version=int(status == "running"))
+
+
+def test_apply_trigger_agrees_with_a_fresh_machine_on_every_combination() -> None:
+    """The hot path (memoised plans) moves, refuses or no-ops exactly as a new live machine says."""
+    fresh = build_machine()
+    checked = 0
+    for status, current, trigger, requested in decision_space():
+        if status in TERMINAL and (current is None or current.run_status.value != status):
+            continue  # no consistent record has this status with this stop reason
+        run = _run_in(status, current)
+        effective = requested if requested is not None else DEFAULT_STOP_REASON.get(trigger)
+        if requested is not None and trigger not in STOP_REASON_TRIGGERS:
+            expected = "invalid_stop_reason"
+        elif (
+            status in TERMINAL and trigger in ENTERED_BY[RunStatus(status)] and effective is current
+        ):
+            expected = "noop"
+        else:
+            decision = live_decide(fresh, status, current, trigger, effective)
+            expected = decision.outcome
+        try:
+            new, event = apply_trigger(
+                run, trigger, now=START, monotonic_ns=0, stop_reason=requested
+            )
+        except InvalidStopReason:
+            outcome = "invalid_stop_reason"
+        except IllegalTransition:
+            outcome = "illegal"
+        else:
+            outcome = "noop" if event is None else "accept"
+            if event is None:
+                assert new is run
+            else:
+                assert new.status.value == event.to_status == decision.dest
+                assert new.version == event.seq == run.version + 1
+        assert outcome == expected, (status, current, trigger, requested)
+        checked += 1
+    assert checked > 300
+
+
+def test_unknown_triggers_do_not_grow_the_decision_tables() -> None:
+    """A caller's arbitrary trigger names are refused without being memoised."""
+    run = Run(id="run-0123abcd", agent_id="a", created_at=datetime.now().astimezone())
+    now = run.created_at + timedelta(seconds=1)
+    sizes = len(_PLANS), _decide_known.cache_info().currsize
+    for index in range(200):
+        with pytest.raises(IllegalTransition):
+            apply_trigger(run, f"trigger-{index}", now=now, monotonic_ns=0)
+    assert (len(_PLANS), _decide_known.cache_info().currsize) == sizes
