@@ -147,7 +147,6 @@ class DemoResult:
                 "total": self.races,
                 "won_by_cancel": self.races_won_by_cancel,
                 "won_by_complete": self.races_won_by_complete,
-                "lost": self.races,
             },
             "reaped": self.reaped,
             "left_running": self.left_running,
